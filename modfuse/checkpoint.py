@@ -1,0 +1,184 @@
+"""Safe weights and checkpoints: safetensors + JSON, atomic writes, never pickle.
+
+Legacy ``.pth`` / ``.pth.tar`` files (torchvision, Places365) are read only through
+``torch.load(weights_only=True)``, which refuses any file that carries code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+PathLike = str | os.PathLike
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file and a rename, so no reader sees half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: PathLike) -> Any:
+    """Read a JSON file, with an error that names the file when it is not valid JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+
+
+def save_tensors(
+    path: PathLike, tensors: Mapping[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
+    """Save a flat dict of tensors as safetensors, atomically.
+
+    Shared storage (tied weights, views) is copied apart, as safetensors requires.
+    """
+    path = Path(path)
+    flat = {k: v.detach().contiguous().clone() for k, v in tensors.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(flat, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
+    """Load tensors from a safetensors file or a legacy ``.pth`` / ``.pth.tar`` file.
+
+    A legacy file is read with ``torch.load(weights_only=True)``; one that holds anything but
+    tensors and plain containers (e.g. code hidden in a pickle) is refused.
+
+    Returns:
+        The file's top-level mapping (for legacy files it may nest, e.g. ``{"state_dict": ...}``).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a safe weights file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path))
+        except Exception as err:  # safetensors raises its own error types
+            raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"refusing to load {path}: it holds objects other than tensors and plain "
+            "containers (a pickle that could run code). Re-save it as safetensors, or "
+            f"as a plain state_dict. torch said: {str(err).splitlines()[0]}"
+        ) from err
+    except (RuntimeError, EOFError) as err:
+        raise ValueError(f"{path} is not a readable weights file: {err}") from err
+    if isinstance(obj, torch.Tensor) or not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}; expected a dict of tensors")
+    return dict(obj)
+
+
+def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Unwrap the common checkpoint layouts into a flat ``state_dict``.
+
+    Handles ``{"state_dict": ...}`` / ``{"model": ...}`` wrappers (Places365, many training
+    scripts) and the ``module.`` prefix that DataParallel adds.
+    """
+    for key in ("state_dict", "model", "model_state_dict"):
+        if key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError(f"no tensors found in checkpoint; top-level keys: {sorted(obj)[:10]}")
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+MODEL_FORMAT = "modfuse.FusionModel"
+
+
+def _without_weight_files(spec: Any) -> Any:
+    # Saved tensors replace whatever an encoder's `weights=` file held: loading needs no file.
+    if isinstance(spec, Mapping):
+        return {k: (None if k == "weights" else v) for k, v in spec.items()}
+    return spec
+
+
+def save_model(model: Any, directory: PathLike) -> None:
+    """Write a FusionModel as ``model.safetensors`` + ``config.json`` in ``directory``.
+
+    Raises:
+        ValueError: when a component was passed as a module and has no registry name to store.
+    """
+    spec = model.spec
+    unnamed = [m for m, s in spec["encoders"].items() if s is None]
+    if unnamed or spec["fusion"] is None:
+        what = f"encoder {unnamed[0]!r}" if unnamed else "the fusion"
+        raise ValueError(
+            f"cannot save: {what} was passed as a module, so config.json could not name it; "
+            "register it (@register_encoder / @register_fusion) and pass its name instead"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_tensors(directory / "model.safetensors", model.state_dict(), {"format": MODEL_FORMAT})
+    spec = {**spec, "encoders": {m: _without_weight_files(s) for m, s in spec["encoders"].items()}}
+    atomic_write_json(
+        directory / "config.json", {"format": MODEL_FORMAT, "version": 1, "model": spec}
+    )
+
+
+def load_model(directory: PathLike) -> Any:
+    """Rebuild a FusionModel saved by ``save_model``.
+
+    Raises:
+        FileNotFoundError: a file is missing.
+        KeyError: the config names a component not registered in this process.
+    """
+    from modfuse.model import FusionModel
+
+    directory = Path(directory)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; is {directory} a saved FusionModel?")
+    config = read_json(config_path)
+    if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{config_path} is not a {MODEL_FORMAT} config")
+    try:
+        model = FusionModel.from_spec(config["model"])
+    except KeyError as err:
+        raise KeyError(
+            f"cannot rebuild the model in {directory}: {err.args[0]}. If it names your own "
+            "component, import the module that registers it before loading."
+        ) from err
+    state = load_tensors(directory / "model.safetensors")
+    model.load_state_dict(state, strict=True)
+    return model

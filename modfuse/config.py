@@ -1,0 +1,191 @@
+"""Pydantic experiment schema with YAML/JSON in and out: the edge where configs become objects.
+
+Example:
+    >>> cfg = ModelConfig(encoders={"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)
+    >>> ModelConfig.model_validate(load_yaml_text(to_yaml(cfg))) == cfg
+    True
+    >>> import torch
+    >>> x = {"fg": torch.rand(1, 3, 16, 16), "bg": torch.rand(1, 3, 16, 16)}
+    >>> cfg.build()(x).shape
+    torch.Size([1, 3])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from modfuse._registry import ENCODERS, FUSIONS, REGULARIZERS, Registry
+
+__all__ = [
+    "ComponentSpec",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ValidationError",
+    "ViewsConfig",
+    "load_config",
+    "load_yaml_text",
+    "save_config",
+    "to_yaml",
+]
+
+
+class ComponentSpec(BaseModel):
+    """A registered component: its ``name`` and any keyword arguments."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def as_spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=False)
+
+
+def _known(registry: Registry[Any], spec: str | ComponentSpec) -> str | ComponentSpec:
+    name = spec if isinstance(spec, str) else spec.name
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind} {name!r}; registered: {registry.names()}")
+    return spec
+
+
+def _as_spec(spec: str | ComponentSpec) -> Any:
+    return spec if isinstance(spec, str) else spec.as_spec()
+
+
+class ViewsConfig(BaseModel):
+    """Settings of :class:`modfuse.views.ContextViews`."""
+
+    model_config = ConfigDict(extra="forbid")
+    size: PositiveInt | None = None
+    fg_mode: Literal["mask", "box"] = "mask"
+    fill: Literal["mean", "zero"] = "mean"
+    margin: NonNegativeFloat = 0.1
+
+
+class ModelConfig(BaseModel):
+    """The arguments of :class:`modfuse.FusionModel`, checked against the registries."""
+
+    model_config = ConfigDict(extra="forbid")
+    encoders: dict[str, str | ComponentSpec] = Field(min_length=1)
+    fusion: str | ComponentSpec = "concat"
+    num_classes: PositiveInt
+    fusion_dim: PositiveInt | None = None
+    missing: Literal["error", "zeros", "learned"] = "error"
+    unimodal_heads: bool = False
+    views: ViewsConfig | None = None
+
+    @field_validator("encoders")
+    @classmethod
+    def _encoders_known(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
+        for spec in v.values():
+            _known(ENCODERS, spec)
+        return v
+
+    @field_validator("fusion")
+    @classmethod
+    def _fusion_known(cls, v: str | ComponentSpec) -> str | ComponentSpec:
+        return _known(FUSIONS, v)
+
+    def build(self) -> Any:
+        """The :class:`modfuse.FusionModel` this config describes."""
+        from modfuse.model import FusionModel
+
+        return FusionModel.from_spec(
+            {
+                "encoders": {m: _as_spec(s) for m, s in self.encoders.items()},
+                "fusion": _as_spec(self.fusion),
+                "num_classes": self.num_classes,
+                "fusion_dim": self.fusion_dim,
+                "missing": self.missing,
+                "unimodal_heads": self.unimodal_heads,
+                "views": self.views.model_dump() if self.views else None,
+            }
+        )
+
+
+class TrainConfig(BaseModel):
+    """Training settings (see :class:`modfuse.train.Trainer`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    seed: int = 0
+    regularizers: list[ComponentSpec] = Field(default_factory=list)
+
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers_known(cls, v: list[ComponentSpec]) -> list[ComponentSpec]:
+        for spec in v:
+            _known(REGULARIZERS, spec)
+        return v
+
+
+class ExperimentConfig(BaseModel):
+    """A whole experiment: the model and how to train it."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @model_validator(mode="after")
+    def _regularizer_modalities_exist(self) -> ExperimentConfig:
+        for i, reg in enumerate(self.train.regularizers):
+            modality = getattr(reg, "modality", None)
+            if modality is not None and modality not in self.model.encoders:
+                raise ValueError(
+                    f"train.regularizers.{i}.modality: {modality!r} is not a modality of the "
+                    f"model; expected one of {sorted(self.model.encoders)}"
+                )
+        return self
+
+
+def load_yaml_text(text: str) -> Any:
+    """Parse YAML with the safe loader (no Python objects), with a clear error."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"malformed YAML: {err}") from err
+
+
+def to_yaml(cfg: BaseModel) -> str:
+    """A config as YAML text."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | os.PathLike, cls: type[BaseModel] = ExperimentConfig) -> Any:
+    """Read a YAML or JSON config file into ``cls`` (JSON is YAML, so one parser serves)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    data = load_yaml_text(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return cls.model_validate(data)
+
+
+def save_config(cfg: BaseModel, path: str | os.PathLike) -> None:
+    """Write a config as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+    from modfuse.checkpoint import atomic_write_bytes
+
+    path = Path(path)
+    if path.suffix in (".yaml", ".yml"):
+        text = to_yaml(cfg)
+    else:
+        text = cfg.model_dump_json(indent=2) + "\n"
+    atomic_write_bytes(path, text.encode())

@@ -1,0 +1,7 @@
+"""Encoders: one modality's tensor -> (B, D) features. One family per file."""
+
+from modfuse.encoders.mlp import MLPEncoder
+from modfuse.encoders.small_cnn import SmallCNN
+from modfuse.encoders.timm import TimmEncoder
+
+__all__ = ["MLPEncoder", "SmallCNN", "TimmEncoder"]

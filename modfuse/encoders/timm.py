@@ -1,0 +1,103 @@
+"""Any timm model as a pooled feature extractor, with weights from a local file only."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from modfuse._registry import register_encoder
+from modfuse.checkpoint import extract_state_dict, load_tensors
+
+
+def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a local checkpoint into a timm backbone built with ``num_classes=0``.
+
+    Accepts safetensors and ``.pth`` / ``.pth.tar`` files (read with ``weights_only=True``), a
+    ``state_dict`` wrapper, a ``module.`` prefix (Places365's released ResNets have all three)
+    and a classifier of any size, which is dropped since the encoder has none.
+
+    Raises:
+        ValueError: when backbone weights are missing or unknown keys remain; the message lists
+            a few of each.
+    """
+    state = extract_state_dict(load_tensors(path))
+    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "fc")
+    prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
+    own = model.state_dict()
+    dropped = [k for k in state if k not in own and k.startswith(prefixes)]
+    state = {k: v for k, v in state.items() if k not in dropped}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"weights in {path} do not fit this backbone: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    bad = [k for k in state if state[k].shape != own[k].shape]
+    if bad:
+        k = bad[0]
+        raise ValueError(
+            f"weights in {path}: shape of {k!r} is {tuple(state[k].shape)}, "
+            f"the backbone expects {tuple(own[k].shape)} ({len(bad)} such keys)"
+        )
+    model.load_state_dict(state)
+
+
+@register_encoder("timm")
+class TimmEncoder(nn.Module):
+    """A timm model with its classifier removed: image -> pooled features.
+
+    Registered as ``timm:<model name>``, e.g. ``timm:resnet18``. Weights come only from a local
+    file (no hub download at run time): the ImageNet and Places365 ResNet-18 checkpoints used
+    by the reference experiment load directly.
+
+    Args:
+        model_name: Any name ``timm.create_model`` accepts.
+        weights: Path to a safetensors or ``.pth`` / ``.pth.tar`` file, or None for random.
+        freeze: Keep the backbone in eval mode with no gradients (feature extractor).
+        in_chans: Input channels.
+
+    Shape:
+        - Input: ``(B, in_chans, H, W)``
+        - Output: ``(B, out_dim)``
+
+    Example:
+        >>> enc = TimmEncoder("resnet18")
+        >>> enc(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 512])
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        weights: str | os.PathLike | None = None,
+        freeze: bool = False,
+        in_chans: int = 3,
+    ) -> None:
+        super().__init__()
+        import timm
+
+        if not timm.is_model(model_name):
+            close = timm.list_models(f"*{model_name.split('.')[0][:6]}*")[:8]
+            raise KeyError(f"timm has no model {model_name!r}; similar names: {close}")
+        self.model = timm.create_model(
+            model_name, pretrained=False, num_classes=0, in_chans=in_chans
+        )
+        if weights is not None:
+            load_backbone_weights(self.model, weights)
+        self.out_dim: int = int(self.model.num_features)
+        self.input_shape: tuple[int | None, ...] = (in_chans, None, None)
+        self.frozen = freeze
+        if freeze:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+    def train(self, mode: bool = True) -> TimmEncoder:
+        # A frozen backbone keeps its BatchNorm statistics: it stays in eval mode.
+        super().train(mode and not self.frozen)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

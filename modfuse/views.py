@@ -1,0 +1,154 @@
+"""ContextViews: a raw image and an object mask -> a foreground view and a background view.
+
+The views are differentiable in the image, so an attacker can work on the raw image in front of
+them (``targets=("image",)``: both views move, the realistic threat model) or on the foreground
+view alone (``targets=("fg",)``: the threat model of arXiv 2011.09526, where the context is out
+of the attacker's reach).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_align
+
+#: Per-channel mean colour of ImageNet, the "mean" fill: a constant, so the fill carries no
+#: information about (and no gradient from) the pixels it hides.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+
+
+class ContextViews(nn.Module):
+    """Split ``{"image", "mask"}`` into ``{"fg": object crop, "bg": scene without the object}``.
+
+    ``fg``: the object's bounding box (made square, widened by ``margin``) cropped and resized
+    to ``size``; with ``fg_mode="mask"`` the pixels outside the mask are replaced by the fill,
+    with ``"box"`` the whole box is kept. ``bg``: the full image resized to ``size`` with the
+    object (mask, or box in box mode) replaced by the fill.
+
+    Args:
+        size: Side of both output views; None keeps the input's height and width.
+        fg_mode: ``"mask"`` (cut the object out with its mask) or ``"box"`` (its box).
+        fill: ``"mean"`` (ImageNet mean colour) or ``"zero"``.
+        margin: Fraction of the box side added around the object in the crop.
+
+    Shape:
+        - image: ``(B, C, H, W)``, mask: ``(B, 1, H, W)`` with values in [0, 1]
+        - fg, bg: ``(B, C, size, size)``
+
+    Example:
+        >>> views = ContextViews(size=32)
+        >>> image = torch.rand(2, 3, 48, 48)
+        >>> mask = torch.zeros(2, 1, 48, 48); mask[:, :, 10:30, 12:28] = 1
+        >>> out = views(image, mask)
+        >>> out["fg"].shape, out["bg"].shape
+        (torch.Size([2, 3, 32, 32]), torch.Size([2, 3, 32, 32]))
+    """
+
+    def __init__(
+        self,
+        size: int | None = None,
+        fg_mode: Literal["mask", "box"] = "mask",
+        fill: Literal["mean", "zero"] = "mean",
+        margin: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if fg_mode not in ("mask", "box"):
+            raise ValueError(f"fg_mode must be 'mask' or 'box', got {fg_mode!r}")
+        if fill not in ("mean", "zero"):
+            raise ValueError(f"fill must be 'mean' or 'zero', got {fill!r}")
+        if size is not None and size < 1:
+            raise ValueError(f"size must be a positive int or None, got {size}")
+        if margin < 0:
+            raise ValueError(f"margin must be >= 0, got {margin}")
+        self.size = size
+        self.fg_mode = fg_mode
+        self.fill = fill
+        self.margin = margin
+
+    def config(self) -> dict:
+        """The constructor arguments, for saving with a model."""
+        return {
+            "size": self.size,
+            "fg_mode": self.fg_mode,
+            "fill": self.fill,
+            "margin": self.margin,
+        }
+
+    def fill_value(self, image: torch.Tensor) -> torch.Tensor:
+        """The fill colour as ``(1, C, 1, 1)``."""
+        c = image.shape[1]
+        if self.fill == "zero" or c != 3:
+            return image.new_zeros(1, c, 1, 1)
+        return torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
+
+    def boxes(self, mask: torch.Tensor) -> torch.Tensor:
+        """Square crop boxes around each mask, ``(B, 5)`` rows of ``(index, x1, y1, x2, y2)``.
+
+        An empty mask gives the whole image.
+        """
+        b, _, h, w = mask.shape
+        rows = []
+        on = mask.detach()[:, 0] > 0.5  # (B, H, W)
+        for i in range(b):
+            ys = torch.nonzero(on[i].any(dim=1)).flatten()
+            xs = torch.nonzero(on[i].any(dim=0)).flatten()
+            if len(ys) == 0:
+                x1, y1, x2, y2 = 0.0, 0.0, float(w), float(h)
+            else:
+                # Pixel i covers [i, i + 1): the box spans first..last + 1.
+                x1, x2 = float(xs[0]), float(xs[-1]) + 1
+                y1, y2 = float(ys[0]), float(ys[-1]) + 1
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            side = max(x2 - x1, y2 - y1) * (1 + self.margin)
+            rows.append([i, cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
+        return torch.tensor(rows, dtype=mask.dtype, device=mask.device)
+
+    def region(self, mask: torch.Tensor) -> torch.Tensor:
+        """The area hidden from the background view: the mask, or its box in box mode."""
+        if self.fg_mode == "mask":
+            return mask
+        on = mask.detach() > 0.5  # (B, 1, H, W)
+        rows = on.any(dim=3, keepdim=True)  # (B, 1, H, 1)
+        cols = on.any(dim=2, keepdim=True)  # (B, 1, 1, W)
+        return (rows & cols).to(mask.dtype)
+
+    def crop(self, x: torch.Tensor, boxes: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+        """Crop ``boxes`` out of ``x`` and resize; outside the image reads as ``background``."""
+        h, w = x.shape[-2:]
+        out_size = (self.size, self.size) if self.size else (h, w)
+        # roi_align samples zeros outside the image: crop (x - background) and add it back.
+        shifted = roi_align(x - background, boxes, out_size, sampling_ratio=2, aligned=True)
+        return shifted + background
+
+    def fg_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """The mask in the coordinates of the foreground view, ``(B, 1, size, size)``."""
+        return self.crop(mask, self.boxes(mask), mask.new_zeros(1, 1, 1, 1))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        if image.dim() != 4 or mask.dim() != 4 or mask.shape[1] != 1:
+            raise ValueError(
+                f"expected image (B, C, H, W) and mask (B, 1, H, W), "
+                f"got {tuple(image.shape)} and {tuple(mask.shape)}"
+            )
+        if image.shape[0] != mask.shape[0] or image.shape[-2:] != mask.shape[-2:]:
+            raise ValueError(
+                f"image {tuple(image.shape)} and mask {tuple(mask.shape)} differ in batch or size"
+            )
+        fill = self.fill_value(image)
+        mask = mask.to(image.dtype)
+        hidden = self.region(mask)
+        fg_source = image * mask + fill * (1 - mask) if self.fg_mode == "mask" else image
+        fg = self.crop(fg_source, self.boxes(mask), fill)
+        bg = image * (1 - hidden) + fill * hidden
+        if self.size is not None and bg.shape[-2:] != (self.size, self.size):
+            bg = F.interpolate(
+                bg,
+                size=(self.size, self.size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+        return {"fg": fg, "bg": bg}

@@ -1,0 +1,18 @@
+"""Shared fixtures: small deterministic batches and models that run fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def feature_batch(dims: dict[str, int], batch: int = 4) -> dict[str, torch.Tensor]:
+    """Random features ``{name: (batch, dim)}``."""
+    return {m: torch.randn(batch, d) for m, d in dims.items()}

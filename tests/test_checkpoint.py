@@ -1,0 +1,102 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from modfuse import ContextViews, FusionModel, list_fusions
+from modfuse.checkpoint import load_tensors
+
+
+@pytest.mark.parametrize("fusion", list_fusions("[!u]*"))  # built-ins, not test-registered ones
+def test_save_load_round_trip_is_bit_identical(fusion, tmp_path):
+    model = FusionModel(
+        {"fg": {"name": "small_cnn", "width": 4, "depth": 2}, "bg": {"name": "mlp", "in_dim": 5}},
+        fusion,
+        num_classes=4,
+        missing="learned",
+        unimodal_heads=True,
+    )
+    # Train one step so that BatchNorm statistics and weights differ from a fresh build.
+    x = {"fg": torch.rand(3, 3, 16, 16), "bg": torch.rand(3, 5)}
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 3])).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad if p.grad is not None else 0
+    model.save(tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.json",
+        "model.safetensors",
+    ]
+    loaded = FusionModel.load(tmp_path / "run")
+    model.eval(), loaded.eval()
+    assert torch.equal(model(x), loaded(x))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def test_views_and_encoder_weight_files_survive(tmp_path):
+    import torchvision
+
+    weights = tmp_path / "imagenet_resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    model = FusionModel(
+        {"fg": {"name": "timm:resnet18", "weights": str(weights), "freeze": True}},
+        num_classes=2,
+        views=ContextViews(size=8, fg_mode="box"),
+    ).eval()
+    model.save(tmp_path / "run")
+    weights.unlink()  # the saved model must not need the original weights file
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["views"] == {"size": 8, "fg_mode": "box", "fill": "mean", "margin": 0.1}
+    assert config["model"]["encoders"]["fg"]["weights"] is None
+    loaded = FusionModel.load(tmp_path / "run").eval()
+    assert loaded.views.fg_mode == "box" and loaded.encoders["fg"].frozen
+    x = {"fg": torch.rand(1, 3, 8, 8)}
+    assert torch.equal(model(x), loaded(x))
+
+
+def test_model_passed_as_modules_cannot_be_saved(tmp_path):
+    from modfuse.encoders import SmallCNN
+
+    model = FusionModel({"fg": SmallCNN()}, num_classes=2)
+    with pytest.raises(ValueError, match="encoder 'fg' was passed as a module"):
+        model.save(tmp_path / "m")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (exec, ("open('/tmp/modfuse_pwned', 'w').write('x')",))
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    path = tmp_path / "model.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"weight": Exploit()}, f)
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_tensors(path)
+    import os
+
+    assert not os.path.exists("/tmp/modfuse_pwned")
+
+
+def test_saved_model_with_a_pickled_weights_file_is_refused(tmp_path):
+    model = FusionModel({"fg": "small_cnn"}, num_classes=2)
+    model.save(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(pickle.dumps({"w": Exploit()}))
+    with pytest.raises(ValueError, match="not a valid safetensors file"):
+        FusionModel.load(tmp_path / "m")
+
+
+def test_missing_directory_is_clear(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is .* a saved FusionModel"):
+        FusionModel.load(tmp_path / "nothing")
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path):
+    from modfuse.checkpoint import atomic_write_json
+
+    atomic_write_json(tmp_path / "a.json", {"x": 1})
+    atomic_write_json(tmp_path / "a.json", {"x": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+    assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
