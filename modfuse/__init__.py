@@ -8,7 +8,7 @@ Example:
     torch.Size([2, 4])
 """
 
-from modfuse import encoders, fusion  # noqa: F401  (importing registers the built-ins)
+from modfuse import attacks, encoders, fusion  # noqa: F401  (importing registers the built-ins)
 from modfuse._registry import (
     ATTACKS,
     ENCODERS,

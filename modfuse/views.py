@@ -96,11 +96,11 @@ class ContextViews(nn.Module):
             ys = torch.nonzero(on[i].any(dim=1)).flatten()
             xs = torch.nonzero(on[i].any(dim=0)).flatten()
             if len(ys) == 0:
-                x1, y1, x2, y2 = 0.0, 0.0, float(w), float(h)
-            else:
-                # Pixel i covers [i, i + 1): the box spans first..last + 1.
-                x1, x2 = float(xs[0]), float(xs[-1]) + 1
-                y1, y2 = float(ys[0]), float(ys[-1]) + 1
+                rows.append([i, 0.0, 0.0, float(w), float(h)])
+                continue
+            # Pixel i covers [i, i + 1): the box spans first..last + 1.
+            x1, x2 = float(xs[0]), float(xs[-1]) + 1
+            y1, y2 = float(ys[0]), float(ys[-1]) + 1
             cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
             side = max(x2 - x1, y2 - y1) * (1 + self.margin)
             rows.append([i, cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
@@ -120,7 +120,8 @@ class ContextViews(nn.Module):
         h, w = x.shape[-2:]
         out_size = (self.size, self.size) if self.size else (h, w)
         # roi_align samples zeros outside the image: crop (x - background) and add it back.
-        shifted = roi_align(x - background, boxes, out_size, sampling_ratio=2, aligned=True)
+        # Adaptive sampling: one sample per output pixel at 1:1, more when shrinking (antialias).
+        shifted = roi_align(x - background, boxes, out_size, sampling_ratio=-1, aligned=True)
         return shifted + background
 
     def fg_mask(self, mask: torch.Tensor) -> torch.Tensor:

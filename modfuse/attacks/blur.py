@@ -1,0 +1,145 @@
+"""Gaussian blur as a perturbation: batched, separable, per-sample sigma, optional region."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from modfuse._registry import register_attack
+from modfuse.attacks.base import Attack, AttackContext, check_non_negative, per_key
+
+
+def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
+    """One normalised 1-D Gaussian per sigma: ``(N,) -> (N, 2 * radius + 1)``."""
+    t = torch.arange(-radius, radius + 1, dtype=sigma.dtype, device=sigma.device)
+    k = torch.exp(-0.5 * (t / sigma.clamp_min(1e-12).unsqueeze(1)) ** 2)  # (N, K)
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(
+    x: torch.Tensor, sigma: float | torch.Tensor, truncate: float = 3.0
+) -> torch.Tensor:
+    """Blur images with a Gaussian, reflect padding, kernel radius ``ceil(truncate * sigma)``.
+
+    Args:
+        x: Images ``(B, C, H, W)``.
+        sigma: One sigma for all, or one per sample ``(B,)``; 0 leaves a sample unchanged.
+        truncate: Kernel half-width in sigmas.
+
+    Example:
+        >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1
+        >>> y = gaussian_blur(x, 1.0)
+        >>> round(float(y.sum()), 4), bool(y[0, 0, 4, 4] < 1)
+        (1.0, True)
+    """
+    if x.dim() != 4:
+        raise ValueError(f"blur needs images (B, C, H, W), got shape {tuple(x.shape)}")
+    b, c, h, w = x.shape
+    sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).flatten()
+    if sig.numel() not in (1, b):
+        raise ValueError(f"sigma must be a number or one value per sample ({b}), got {sig.numel()}")
+    smax = float(sig.max()) if sig.numel() else 0.0
+    if smax == 0 or x.numel() == 0:
+        return x
+    # Reflect padding needs radius < size; larger kernels add nothing visible anyway.
+    radius = min(int(math.ceil(truncate * smax)), h - 1, w - 1)
+    if radius < 1:
+        return x
+    # One kernel per sample (a shared sigma is broadcast): (B,) sigmas -> (B, K) kernels.
+    sig = sig.expand(b)
+    k = gaussian_kernels(sig.clamp_min(1e-6), radius)
+    # Cut each kernel at its own radius, so a sample is blurred as if it were alone.
+    own = torch.ceil(truncate * sig).clamp(max=radius)  # (B,)
+    offsets = torch.arange(-radius, radius + 1, device=x.device).abs()  # (K,)
+    k = torch.where(offsets <= own.unsqueeze(1), k, torch.zeros_like(k))
+    k = k / k.sum(dim=1, keepdim=True)  # sigma 0 keeps only the centre tap: a delta kernel
+    # Depthwise convolution over (1, B*C, H, W), one group per image channel: on CPU this is
+    # ~3x faster than torchvision's batched blur (benchmarks/blur.py). The kernel must be
+    # contiguous: an expanded (stride-0) weight takes a slow path.
+    k = k.repeat_interleave(c, dim=0).contiguous()  # (B*C, K)
+    y = x.reshape(1, b * c, h, w)
+    y = F.pad(y, (0, 0, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(b * c, 1, -1, 1), groups=b * c)
+    y = F.pad(y, (radius, radius, 0, 0), mode="reflect")
+    y = F.conv2d(y, k.view(b * c, 1, 1, -1), groups=b * c)
+    return y.reshape(b, c, h, w)
+    # One kernel per sample: grouped convolution over (1, B*C, H, W), a group per channel.
+    k = gaussian_kernels(sig.clamp_min(1e-6), radius)  # (B, K)
+    # Cut each kernel at its own radius, so a sample is blurred as if it were alone.
+    own = torch.ceil(truncate * sig).clamp(max=radius)  # (B,)
+    offsets = torch.arange(-radius, radius + 1, device=x.device).abs()  # (K,)
+    k = torch.where(offsets <= own.unsqueeze(1), k, torch.zeros_like(k))
+    k = k / k.sum(dim=1, keepdim=True)  # sigma 0 leaves the centre tap alone: a delta kernel
+    k = k.repeat_interleave(c, dim=0)  # (B*C, K)
+    y = x.reshape(1, b * c, h, w)
+    y = F.pad(y, (0, 0, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(b * c, 1, -1, 1), groups=b * c)
+    y = F.pad(y, (radius, radius, 0, 0), mode="reflect")
+    y = F.conv2d(y, k.view(b * c, 1, 1, -1), groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+@register_attack("blur")
+class GaussianBlur(Attack):
+    """Gaussian blur of the target images: a corruption, not a gradient attack.
+
+    Args:
+        sigma: Blur strength in pixels: a number, per key (``{"fg": 2}``), or a
+            ``(low, high)`` range from which one sigma per sample is drawn each call.
+        region: Name of an input key holding a ``(B, 1, H, W)`` mask: only that region is
+            blurred (``targets=("image",), region="mask"`` blurs the object inside a raw
+            image, leaving its surroundings sharp).
+        truncate: Kernel half-width in sigmas.
+        targets: Input keys to blur. Other arguments: see :class:`Attack`.
+
+    Example:
+        >>> import torch
+        >>> from modfuse import FusionModel
+        >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)
+        >>> x = {"fg": torch.rand(2, 3, 16, 16), "bg": torch.rand(2, 3, 16, 16)}
+        >>> out = GaussianBlur(sigma=2.0)(model, x, torch.tensor([0, 1]))
+        >>> bool(out["fg"].std() < x["fg"].std()), out["bg"] is x["bg"]
+        (True, True)
+    """
+
+    strength_param = "sigma"
+
+    def __init__(
+        self,
+        sigma: float | Mapping[str, float] | tuple[float, float] = 1.0,
+        targets: Sequence[str] = ("fg",),
+        region: str | None = None,
+        truncate: float = 3.0,
+        **kw,
+    ) -> None:
+        super().__init__(targets, **kw)
+        check_non_negative(sigma if not isinstance(sigma, tuple) else min(sigma), "sigma")
+        if truncate <= 0:
+            raise ValueError(f"truncate must be > 0, got {truncate}")
+        self.sigma, self.region, self.truncate = sigma, region, truncate
+
+    def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, v in x.items():
+            if isinstance(self.sigma, tuple):
+                lo, hi = self.sigma
+                u = torch.rand(v.shape[0], generator=ctx.generator, dtype=v.dtype)
+                sigma: float | torch.Tensor = (lo + (hi - lo) * u).to(v.device)
+            else:
+                sigma = per_key(self.sigma, k, "sigma")
+            blurred = gaussian_blur(v, sigma, self.truncate)
+            if self.region is not None:
+                if self.region not in ctx.inputs:
+                    raise KeyError(f"region key {self.region!r} missing; got {sorted(ctx.inputs)}")
+                r = ctx.inputs[self.region].to(v.dtype)
+                if r.shape[0] != v.shape[0] or r.shape[-2:] != v.shape[-2:]:
+                    raise ValueError(
+                        f"region {self.region!r} has shape {tuple(r.shape)}, "
+                        f"expected (B, 1, {v.shape[-2]}, {v.shape[-1]}) to match {k!r}"
+                    )
+                blurred = r * blurred + (1 - r) * v
+            out[k] = blurred
+        return out
