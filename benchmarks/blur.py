@@ -50,7 +50,8 @@ def main() -> None:
     times = {name: median_seconds(fn, args.repeats) for name, fn in cases.items()}
     fastest_other = min(v for n, v in times.items() if not n.startswith("modfuse"))
     print(
-        f"{args.n} images of {args.size}px, sigma {args.sigma} (kernel {k}), torch threads {torch.get_num_threads()}"
+        f"{args.n} images of {args.size}px, sigma {args.sigma} (kernel {k}), "
+        f"torch threads {torch.get_num_threads()}"
     )
     for name, t in times.items():
         print(f"{name:30s} {t * 1e3:8.1f} ms   speed vs fastest other: {fastest_other / t:5.2f}x")

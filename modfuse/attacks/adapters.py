@@ -44,7 +44,8 @@ class TorchAttacksAdapter(Attack):
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)
         >>> x = {"fg": torch.rand(2, 3, 16, 16), "bg": torch.rand(2, 3, 16, 16)}
-        >>> adv = TorchAttacksAdapter("FGSM", target="fg", eps=4 / 255)(model, x, torch.tensor([0, 1]))
+        >>> attack = TorchAttacksAdapter("FGSM", target="fg", eps=4 / 255)
+        >>> adv = attack(model, x, torch.tensor([0, 1]))
         >>> adv["bg"] is x["bg"], float((adv["fg"] - x["fg"]).abs().max()) <= 4 / 255 + 1e-6
         (True, True)
     """
