@@ -74,6 +74,7 @@ class ViewsConfig(BaseModel):
     fg_mode: Literal["mask", "box"] = "mask"
     fill: Literal["mean", "zero"] = "mean"
     margin: NonNegativeFloat = 0.1
+    hide: Literal["box", "mask"] = "box"
 
 
 class ModelConfig(BaseModel):

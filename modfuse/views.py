@@ -26,13 +26,16 @@ class ContextViews(nn.Module):
     ``fg``: the object's bounding box (made square, widened by ``margin``) cropped and resized
     to ``size``; with ``fg_mode="mask"`` the pixels outside the mask are replaced by the fill,
     with ``"box"`` the whole box is kept. ``bg``: the full image resized to ``size`` with the
-    object (mask, or box in box mode) replaced by the fill.
+    object hidden under the fill: its square crop box (``hide="box"``, the default) or its
+    mask pixels (``hide="mask"``). The box is the default because a mask-shaped hole keeps the
+    object's silhouette in the background view, which then predicts the class by shape.
 
     Args:
         size: Side of both output views; None keeps the input's height and width.
         fg_mode: ``"mask"`` (cut the object out with its mask) or ``"box"`` (its box).
         fill: ``"mean"`` (ImageNet mean colour) or ``"zero"``.
         margin: Fraction of the box side added around the object in the crop.
+        hide: What the background view hides: ``"box"`` (the crop box) or ``"mask"``.
 
     Shape:
         - image: ``(B, C, H, W)``, mask: ``(B, 1, H, W)`` with values in [0, 1]
@@ -53,12 +56,15 @@ class ContextViews(nn.Module):
         fg_mode: Literal["mask", "box"] = "mask",
         fill: Literal["mean", "zero"] = "mean",
         margin: float = 0.1,
+        hide: Literal["box", "mask"] = "box",
     ) -> None:
         super().__init__()
         if fg_mode not in ("mask", "box"):
             raise ValueError(f"fg_mode must be 'mask' or 'box', got {fg_mode!r}")
         if fill not in ("mean", "zero"):
             raise ValueError(f"fill must be 'mean' or 'zero', got {fill!r}")
+        if hide not in ("box", "mask"):
+            raise ValueError(f"hide must be 'box' or 'mask', got {hide!r}")
         if size is not None and size < 1:
             raise ValueError(f"size must be a positive int or None, got {size}")
         if margin < 0:
@@ -67,6 +73,7 @@ class ContextViews(nn.Module):
         self.fg_mode = fg_mode
         self.fill = fill
         self.margin = margin
+        self.hide = hide
 
     def config(self) -> dict:
         """The constructor arguments, for saving with a model."""
@@ -75,6 +82,7 @@ class ContextViews(nn.Module):
             "fg_mode": self.fg_mode,
             "fill": self.fill,
             "margin": self.margin,
+            "hide": self.hide,
         }
 
     def fill_value(self, image: torch.Tensor) -> torch.Tensor:
@@ -107,13 +115,22 @@ class ContextViews(nn.Module):
         return torch.tensor(rows, dtype=mask.dtype, device=mask.device)
 
     def region(self, mask: torch.Tensor) -> torch.Tensor:
-        """The area hidden from the background view: the mask, or its box in box mode."""
-        if self.fg_mode == "mask":
+        """The area hidden from the background view, ``(B, 1, H, W)``.
+
+        ``hide="mask"``: the object's own pixels; ``hide="box"``: the square crop box around
+        it (so the hole's outline does not give away the object's silhouette).
+        """
+        if self.hide == "mask":
             return mask
-        on = mask.detach() > 0.5  # (B, 1, H, W)
-        rows = on.any(dim=3, keepdim=True)  # (B, 1, H, 1)
-        cols = on.any(dim=2, keepdim=True)  # (B, 1, 1, W)
-        return (rows & cols).to(mask.dtype)
+        b, _, h, w = mask.shape
+        boxes = self.boxes(mask)[:, 1:]  # (B, 4): x1, y1, x2, y2 in pixel-edge coordinates
+        xs = torch.arange(w, dtype=mask.dtype, device=mask.device) + 0.5  # pixel centres
+        ys = torch.arange(h, dtype=mask.dtype, device=mask.device) + 0.5
+        inside_x = (xs >= boxes[:, 0:1]) & (xs <= boxes[:, 2:3])  # (B, W)
+        inside_y = (ys >= boxes[:, 1:2]) & (ys <= boxes[:, 3:4])  # (B, H)
+        empty = ~(mask.detach() > 0.5).flatten(1).any(1)  # an empty mask hides nothing
+        region = inside_y[:, :, None] & inside_x[:, None, :] & ~empty[:, None, None]
+        return region[:, None].to(mask.dtype)
 
     def crop(self, x: torch.Tensor, boxes: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
         """Crop ``boxes`` out of ``x`` and resize; outside the image reads as ``background``."""

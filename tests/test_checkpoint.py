@@ -48,7 +48,13 @@ def test_views_and_encoder_weight_files_survive(tmp_path):
     model.save(tmp_path / "run")
     weights.unlink()  # the saved model must not need the original weights file
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["model"]["views"] == {"size": 8, "fg_mode": "box", "fill": "mean", "margin": 0.1}
+    assert config["model"]["views"] == {
+        "size": 8,
+        "fg_mode": "box",
+        "fill": "mean",
+        "margin": 0.1,
+        "hide": "box",
+    }
     assert config["model"]["encoders"]["fg"]["weights"] is None
     loaded = FusionModel.load(tmp_path / "run").eval()
     assert loaded.views.fg_mode == "box" and loaded.encoders["fg"].frozen

@@ -28,7 +28,7 @@ def test_fill_outside_object_in_fg_and_inside_in_bg(fill):
     )
     # The object fills its crop: the crop is around it, not the whole image.
     assert fg_mask.mean() > 0.2
-    plain = ContextViews(size=None, fill=fill)(image, mask)["bg"]
+    plain = ContextViews(size=None, fill=fill, hide="mask")(image, mask)["bg"]
     inside = mask.bool().expand_as(plain)
     torch.testing.assert_close(plain[inside], value.expand_as(plain)[inside], atol=1e-6, rtol=0)
     assert torch.equal(plain[~inside], image[~inside])
@@ -41,15 +41,25 @@ def test_box_mode_keeps_the_box_and_hides_it_from_bg():
     # The wide object's box is 4 x 28: the square crop holds the box's pixels unmasked.
     assert out["fg"].shape == (2, 3, 32, 32)
     box = views.region(mask)
-    assert torch.equal(box[0, 0, 4:20, 8:16], torch.ones(16, 8))
-    assert box.sum() == mask.sum()  # rectangles: the box is the mask itself
+    # The hidden area is the square around the object: 16 x 16 for the 16 x 8 object.
+    assert torch.equal(box[0, 0, 4:20, 4:20], torch.ones(16, 16)) and box[0].sum() == 256
     assert (out["bg"][box.expand_as(image).bool()] != image[box.expand_as(image).bool()]).any()
+
+
+def test_default_bg_hides_the_square_box_not_the_silhouette():
+    views = ContextViews(size=None, margin=0.0)
+    image, mask = object_batch()
+    bg = views(image, mask)["bg"]
+    fill = views.fill_value(image)
+    hidden = (bg == fill).all(dim=1)  # (B, H, W)
+    # The tall 16 x 8 object hides a 16 x 16 square: nothing tells its shape.
+    assert hidden[0].sum() == 256 and hidden[0, 4:20, 4:20].all()
 
 
 def test_views_are_differentiable_in_the_image():
     image, mask = object_batch()
     image.requires_grad_(True)
-    out = ContextViews(size=16)(image, mask)
+    out = ContextViews(size=16, hide="mask")(image, mask)
     g_fg = torch.autograd.grad(out["fg"].sum(), image, retain_graph=True)[0]
     g_bg = torch.autograd.grad(out["bg"].sum(), image)[0]
     obj = mask.bool().expand_as(image)

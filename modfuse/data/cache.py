@@ -1,0 +1,206 @@
+"""FeatureCache: frozen encoders' features for a dataset, computed once, stored as safetensors.
+
+An entry is keyed by a hash of the encoder (its spec and every weight), the dataset's
+fingerprint and the perturbation applied, so a change to any of them computes it anew and an
+unchanged setup computes nothing. Entries are written atomically; a damaged entry is detected
+on read and rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from modfuse.checkpoint import load_tensors, save_tensors
+from modfuse.data.loader import make_loader
+
+CACHE_FORMAT = "modfuse.FeatureCache/1"
+
+
+def module_hash(module: torch.nn.Module, spec: Any = None) -> str:
+    """A hash of a module's spec and every tensor in its state (weights and buffers)."""
+    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """The dataset's own ``fingerprint()`` where it has one, else a hash of its length and type.
+
+    Datasets without a fingerprint are identified weakly: give yours a ``fingerprint()``.
+    """
+    if hasattr(dataset, "fingerprint"):
+        return str(dataset.fingerprint())
+    return hashlib.sha256(f"{type(dataset).__qualname__}:{len(dataset)}".encode()).hexdigest()[:16]
+
+
+class FeatureDataset(Dataset):
+    """Cached features as dict samples ``{modality: (D_m,), "label": int}``.
+
+    Example:
+        >>> data = FeatureDataset({"fg": torch.rand(4, 8)}, torch.tensor([0, 1, 0, 1]))
+        >>> len(data), data[1]["fg"].shape, data[1]["label"]
+        (4, torch.Size([8]), 1)
+    """
+
+    def __init__(self, features: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
+        sizes = {k: v.shape[0] for k, v in features.items()}
+        if any(n != labels.shape[0] for n in sizes.values()):
+            raise ValueError(f"feature counts {sizes} differ from the {labels.shape[0]} labels")
+        self.features = dict(features)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**{k: v[i] for k, v in self.features.items()}, "label": int(self.labels[i])}
+
+
+class FeatureCache:
+    """Compute each modality's features for a dataset once; reuse them across runs.
+
+    Args:
+        root: Cache folder.
+        batch_size: Batch size of the extraction pass.
+        workers: DataLoader workers (None: :func:`modfuse.data.loader.default_workers`).
+        progress: Show a progress bar while extracting.
+
+    Example:
+        >>> import tempfile
+        >>> from modfuse import FusionModel
+        >>> data = [{"fg": torch.rand(3, 8, 8), "label": i % 2} for i in range(6)]
+        >>> model = FusionModel({"fg": "small_cnn"}, num_classes=2)
+        >>> cache = FeatureCache(tempfile.mkdtemp(), progress=False)
+        >>> feats = cache.features(model, data)
+        >>> feats.features["fg"].shape, cache.computed
+        (torch.Size([6, 128]), ['fg'])
+        >>> _ = cache.features(model, data); cache.computed
+        []
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        batch_size: int = 64,
+        workers: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.batch_size = batch_size
+        self.workers = workers
+        self.progress = progress
+        self.computed: list[str] = []  # modalities computed (not read) by the last call
+        self.rebuilt: list[str] = []  # damaged entries found and rebuilt by the last call
+
+    def key(
+        self,
+        model: torch.nn.Module,
+        modality: str,
+        dataset: Dataset,
+        perturbation: Any = None,
+    ) -> str:
+        """The entry name for one modality's features under one setup."""
+        targets = set(getattr(perturbation, "targets", ()))
+        if (
+            perturbation is not None
+            and modality not in targets
+            and targets <= set(model.modalities)
+        ):
+            # Perturbing other modalities' inputs leaves this one's features as they were.
+            perturbation = None
+        parts = {
+            "format": CACHE_FORMAT,
+            "encoder": module_hash(model.encoders[modality], model.spec["encoders"].get(modality)),
+            "views": model.spec.get("views"),
+            "dataset": dataset_fingerprint(dataset),
+            "perturbation": repr(perturbation) if perturbation is not None else None,
+        }
+        if perturbation is not None and getattr(perturbation, "uses_gradients", True):
+            # A gradient attack depends on the whole model, head included.
+            parts["model"] = module_hash(model, model.spec)
+        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+        return f"{modality}-{digest}"
+
+    def _read(self, path: Path) -> dict[str, torch.Tensor] | None:
+        if not path.is_file():
+            return None
+        try:
+            entry = load_tensors(path)
+        except (ValueError, SafetensorError, OSError):
+            self.rebuilt.append(path.name)
+            return None
+        if "features" not in entry or "label" not in entry:
+            self.rebuilt.append(path.name)
+            return None
+        return entry
+
+    def features(
+        self,
+        model: torch.nn.Module,
+        dataset: Dataset,
+        modalities: Sequence[str] | None = None,
+        perturbation: Any = None,
+    ) -> FeatureDataset:
+        """Features of ``modalities`` (default: all of the model's) for every item of ``dataset``.
+
+        Args:
+            model: A FusionModel whose encoders are frozen (its mode is restored afterwards).
+            dataset: Dict samples with the model's inputs and a ``label``.
+            modalities: Which modalities to return.
+            perturbation: An attack applied to each batch before encoding (blur, FGSM...).
+        """
+        modalities = list(modalities or model.modalities)
+        unknown = [m for m in modalities if m not in model.modalities]
+        if unknown:
+            raise KeyError(f"modality {unknown[0]!r} not in the model; it has {model.modalities}")
+        self.computed, self.rebuilt = [], []
+        paths = {m: self.root / f"{self.key(model, m, dataset, perturbation)}.safetensors"
+                 for m in modalities}  # fmt: skip
+        found = {m: self._read(p) for m, p in paths.items()}
+        todo = [m for m in modalities if found[m] is None]
+        if todo:
+            computed, labels = self._extract(model, dataset, todo, perturbation)
+            for m in todo:
+                entry = {"features": computed[m], "label": labels}
+                save_tensors(paths[m], entry, {"format": CACHE_FORMAT})
+                found[m] = entry
+            self.computed = todo
+        labels = found[modalities[0]]["label"]
+        return FeatureDataset({m: found[m]["features"] for m in modalities}, labels)
+
+    def _extract(
+        self, model: torch.nn.Module, dataset: Dataset, todo: list[str], perturbation: Any
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        loader = make_loader(dataset, self.batch_size, shuffle=False, workers=self.workers)
+        was_training = model.training
+        model.eval()
+        out: dict[str, list[torch.Tensor]] = {m: [] for m in todo}
+        labels = []
+        try:
+            bar = tqdm(loader, desc=f"features {','.join(todo)}", disable=not self.progress)
+            for batch in bar:
+                inputs = model.select(batch)
+                y = torch.as_tensor(batch["label"])
+                if perturbation is not None:
+                    inputs = perturbation(model, inputs, y)
+                with torch.no_grad():
+                    prepared = model.prepare(inputs)
+                    for m in todo:
+                        out[m].append(model.encoders[m](prepared[m]).float())
+                labels.append(y)
+        finally:
+            model.train(was_training)
+        return {m: torch.cat(v) for m, v in out.items()}, torch.cat(labels).long()

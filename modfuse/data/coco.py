@@ -1,0 +1,215 @@
+"""COCO context dataset: objects cut out with their instance masks, and their scenes."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from modfuse.views import ContextViews
+
+
+def read_image(path: Path) -> torch.Tensor:
+    """An RGB image file as ``(3, H, W)`` float in [0, 1], with an error naming a bad file."""
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image file {path} not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ValueError(f"image file {path} is corrupt or not an image: {err}") from err
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+
+
+class CocoContext(Dataset):
+    """Foreground/background items from a COCO-format folder (COCO 2017 or the synthetic world).
+
+    Each item is an object instance (or the largest eligible one per image) as a dict:
+    ``image`` (3, H, W) in [0, 1], ``mask`` (1, H, W), ``fg`` and ``bg`` (through the same
+    :class:`modfuse.ContextViews` a model uses, so dataset and attacks agree), ``label`` (the
+    contiguous class index), ``category_id``, ``image_id``, ``ann_id`` and ``scene`` (the
+    image-level scene label of the synthetic world, -1 where there is none).
+
+    Masks are decoded by pycocotools: polygons, uncompressed and compressed RLE. Crowd
+    annotations are skipped. Per-item problems (a missing image file, an annotation naming an
+    unknown image or category) are skipped and counted in ``skipped``, never given a label.
+
+    Args:
+        image_dir: Folder of images, e.g. ``coco/train2017``.
+        ann_file: Instances JSON, e.g. ``coco/annotations/instances_train2017.json``.
+        categories: Category names or ids to keep (None: all); they define the label order.
+        min_area: Smallest object area in pixels (of the original image) to keep.
+        size: Side of the fg / bg views (ignored when ``views`` is given).
+        one_per_image: One item per image (its largest eligible object) or one per object.
+        image_size: Resize the raw image and mask to this square side (needed to batch real
+            COCO images of different sizes); None keeps them as they are.
+        views: The front end that makes ``fg`` / ``bg``; default ``ContextViews(size=size)``.
+
+    Example:
+        >>> import tempfile
+        >>> from modfuse.data.synthetic import make_synthetic_coco
+        >>> root = make_synthetic_coco(tempfile.mkdtemp(), n_train=12, n_test=0, size=32)
+        >>> data = CocoContext(root / "train2017", root / "annotations/instances_train2017.json",
+        ...                    size=24)
+        >>> item = data[0]
+        >>> len(data), item["fg"].shape, data.classes[item["label"]]
+        (12, torch.Size([3, 24, 24]), 'ball')
+    """
+
+    def __init__(
+        self,
+        image_dir: str | os.PathLike,
+        ann_file: str | os.PathLike,
+        categories: Sequence[str | int] | None = None,
+        min_area: float = 0.0,
+        size: int | None = 64,
+        one_per_image: bool = True,
+        image_size: int | None = None,
+        views: ContextViews | None = None,
+    ) -> None:
+        from pycocotools.coco import COCO
+
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        if not self.ann_file.is_file():
+            raise FileNotFoundError(f"annotation file {self.ann_file} not found")
+        if not self.image_dir.is_dir():
+            raise FileNotFoundError(f"image folder {self.image_dir} not found")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(str(self.ann_file))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{self.ann_file} is not valid JSON: {err}") from err
+        self.views = views or ContextViews(size=size)
+        self.image_size = image_size
+        self.min_area = min_area
+        self.one_per_image = one_per_image
+
+        cats = sorted(self.coco.cats.values(), key=lambda c: c["id"])
+        by_name = {c["name"]: c["id"] for c in cats}
+        if categories is None:
+            chosen = [c["id"] for c in cats]
+        else:
+            chosen = []
+            for c in categories:
+                cid = by_name.get(c) if isinstance(c, str) else c
+                if cid is None or cid not in self.coco.cats:
+                    raise KeyError(
+                        f"category {c!r} not in {self.ann_file.name}; "
+                        f"it has {sorted(by_name)} (ids {sorted(self.coco.cats)})"
+                    )
+                chosen.append(cid)
+        self.category_ids = chosen
+        self.classes = [self.coco.cats[cid]["name"] for cid in chosen]
+        self.class_to_index = {name: i for i, name in enumerate(self.classes)}
+        self._cat_to_label = {cid: i for i, cid in enumerate(chosen)}
+
+        self.skipped: Counter[str] = Counter()
+        self.items = self._select()
+        if not self.items:
+            raise ValueError(
+                f"no objects left in {self.ann_file.name} for categories {self.classes} with "
+                f"min_area={min_area}; skipped: {dict(self.skipped) or 'none'}"
+            )
+        if self.skipped["missing_image_file"]:
+            warnings.warn(
+                f"{self.skipped['missing_image_file']} annotations point to image files missing "
+                f"from {self.image_dir}; skipped (see dataset.skipped)",
+                stacklevel=2,
+            )
+
+    def _select(self) -> list[dict[str, Any]]:
+        exists: dict[int, bool] = {}
+        best: dict[int, dict[str, Any]] = {}
+        items = []
+        for ann in sorted(self.coco.dataset.get("annotations", []), key=lambda a: a["id"]):
+            if ann.get("iscrowd", 0):
+                self.skipped["crowd"] += 1
+                continue
+            cid = ann.get("category_id")
+            if cid not in self.coco.cats:
+                self.skipped["unknown_category"] += 1
+                continue
+            if cid not in self._cat_to_label:
+                continue  # a category not selected: not a problem, not counted
+            img = self.coco.imgs.get(ann.get("image_id"))
+            if img is None:
+                self.skipped["unknown_image"] += 1
+                continue
+            if ann.get("area", 0) < self.min_area:
+                self.skipped["small"] += 1
+                continue
+            iid = img["id"]
+            if iid not in exists:
+                exists[iid] = (self.image_dir / img["file_name"]).is_file()
+            if not exists[iid]:
+                self.skipped["missing_image_file"] += 1
+                continue
+            if self.one_per_image:
+                if iid not in best or ann.get("area", 0) > best[iid].get("area", 0):
+                    best[iid] = ann
+            else:
+                items.append(ann)
+        return [best[i] for i in sorted(best)] if self.one_per_image else items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def fingerprint(self) -> str:
+        """A hash of what determines the items: annotations, folder and settings."""
+        h = hashlib.sha256()
+        h.update(hashlib.sha256(self.ann_file.read_bytes()).digest())
+        settings = [str(self.image_dir.resolve()), self.category_ids, self.min_area,
+                    self.one_per_image, self.image_size, self.views.config()]  # fmt: skip
+        h.update(json.dumps(settings, sort_keys=True).encode())
+        return h.hexdigest()[:16]
+
+    def raw(self, index: int) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """The image ``(3, H, W)``, its object mask ``(1, H, W)`` and the annotation."""
+        ann = self.items[index]
+        img = self.coco.imgs[ann["image_id"]]
+        image = read_image(self.image_dir / img["file_name"])
+        h, w = image.shape[-2:]
+        if (img.get("height"), img.get("width")) not in ((h, w), (None, None)):
+            raise ValueError(
+                f"image {img['file_name']} is {h}x{w} but its annotation says "
+                f"{img.get('height')}x{img.get('width')}"
+            )
+        ann = {**ann}
+        mask = torch.from_numpy(self.coco.annToMask({**ann, "image_id": img["id"]})).float()
+        mask = mask[None]  # (1, H, W)
+        if self.image_size is not None and (h, w) != (self.image_size, self.image_size):
+            s = (self.image_size, self.image_size)
+            image = F.interpolate(image[None], s, mode="bilinear", antialias=True)[0].clamp(0, 1)
+            mask = (F.interpolate(mask[None], s, mode="bilinear")[0] > 0.5).float()
+        return image, mask, ann
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask, ann = self.raw(index)
+        with torch.no_grad():
+            views = self.views(image[None], mask[None])
+        img = self.coco.imgs[ann["image_id"]]
+        return {
+            "image": image,
+            "mask": mask,
+            "fg": views["fg"][0],
+            "bg": views["bg"][0],
+            "label": self._cat_to_label[ann["category_id"]],
+            "category_id": ann["category_id"],
+            "image_id": ann["image_id"],
+            "ann_id": ann["id"],
+            "scene": int(img.get("scene", -1)),
+        }
