@@ -59,8 +59,10 @@ def main() -> None:
         raw_loader = make_loader(data, args.batch, shuffle=True)
         t_cached = median_seconds(lambda: head_epoch(model, cached_loader, False), repeats=5)
         t_raw = median_seconds(lambda: head_epoch(model, raw_loader, True), repeats=2, warmup=0)
-    print(f"{args.n} images of 64px, 2 x frozen timm:resnet18, batch {args.batch}, "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"{args.n} images of 64px, 2 x frozen timm:resnet18, batch {args.batch}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"cache build (once)            {build:8.2f} s")
     print(f"epoch, recomputing encoders   {t_raw:8.3f} s")
     print(f"epoch, cached features        {t_cached:8.3f} s")

@@ -8,7 +8,7 @@ Example:
     torch.Size([2, 4])
 """
 
-from modfuse import attacks, encoders, fusion  # noqa: F401  (importing registers the built-ins)
+from modfuse import attacks, encoders, fusion, regularizers  # noqa: F401  (registers built-ins)
 from modfuse._registry import (
     ATTACKS,
     ENCODERS,
@@ -24,7 +24,7 @@ from modfuse._registry import (
     register_fusion,
     register_regularizer,
 )
-from modfuse.model import FusionModel
+from modfuse.model import FusionModel, HeadView
 from modfuse.views import ContextViews
 
 __version__ = "0.1.0"
@@ -36,6 +36,7 @@ __all__ = [
     "REGULARIZERS",
     "ContextViews",
     "FusionModel",
+    "HeadView",
     "Registry",
     "list_attacks",
     "list_encoders",

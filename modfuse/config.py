@@ -29,10 +29,13 @@ from pydantic import (
     model_validator,
 )
 
-from modfuse._registry import ENCODERS, FUSIONS, REGULARIZERS, Registry
+from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS, Registry
 
 __all__ = [
     "ComponentSpec",
+    "DataConfig",
+    "EvalConfig",
+    "SweepConfig",
     "ExperimentConfig",
     "ModelConfig",
     "TrainConfig",
@@ -126,8 +129,10 @@ class TrainConfig(BaseModel):
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
-    seed: int = 0
     regularizers: list[ComponentSpec] = Field(default_factory=list)
+    adversarial: ComponentSpec | None = None
+    adversarial_mix: float = Field(0.5, ge=0, le=1)
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
 
     @field_validator("regularizers")
     @classmethod
@@ -136,23 +141,86 @@ class TrainConfig(BaseModel):
             _known(REGULARIZERS, spec)
         return v
 
+    @field_validator("adversarial")
+    @classmethod
+    def _attack_known(cls, v: ComponentSpec | None) -> ComponentSpec | None:
+        return v if v is None else _known(ATTACKS, v)
 
-class ExperimentConfig(BaseModel):
-    """A whole experiment: the model and how to train it."""
+
+class DataConfig(BaseModel):
+    """Where the data comes from: the embedded synthetic world, a COCO folder or CIFAR-10."""
 
     model_config = ConfigDict(extra="forbid")
+    kind: Literal["synthetic", "coco", "cifar10"] = "synthetic"
+    root: str = "data"
+    n_train: PositiveInt = 2000
+    n_test: PositiveInt = 500
+    size: PositiveInt = 48
+    contexts: Literal["distinct", "similar"] = "distinct"
+    context_purity: float | None = Field(None, ge=0, le=1)
+    categories: list[str | int] | None = None
+    image_size: PositiveInt | None = None
+    workers: int | None = Field(None, ge=0)
+
+
+class SweepConfig(BaseModel):
+    """One perturbation swept over strengths (see :class:`modfuse.evaluate.Sweep`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    attack: ComponentSpec
+    strengths: list[NonNegativeFloat] = Field(min_length=1)
+    source: str | None = None
+
+    @field_validator("attack")
+    @classmethod
+    def _attack_known(cls, v: ComponentSpec) -> ComponentSpec:
+        return _known(ATTACKS, v)
+
+
+class EvalConfig(BaseModel):
+    """Robustness evaluation settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    batch_size: PositiveInt = 128
+    sweeps: list[SweepConfig] = Field(default_factory=list)
+
+
+class ExperimentConfig(BaseModel):
+    """A whole experiment: data, model, training and evaluation."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "experiment"
+    seed: int = 0
+    data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _regularizer_modalities_exist(self) -> ExperimentConfig:
+    def _modalities_exist(self) -> ExperimentConfig:
+        mods = sorted(self.model.encoders)
+        inputs = mods + (["image", "mask"] if self.model.views is not None else [])
         for i, reg in enumerate(self.train.regularizers):
             modality = getattr(reg, "modality", None)
-            if modality is not None and modality not in self.model.encoders:
+            if modality is not None and modality not in mods:
                 raise ValueError(
                     f"train.regularizers.{i}.modality: {modality!r} is not a modality of the "
-                    f"model; expected one of {sorted(self.model.encoders)}"
+                    f"model; expected one of {mods}"
                 )
+        attacks = [("train.adversarial", self.train.adversarial)] + [
+            (f"eval.sweeps.{i}.attack", s.attack) for i, s in enumerate(self.eval.sweeps)
+        ]
+        for where, spec in attacks:
+            targets = getattr(spec, "targets", None) if spec is not None else None
+            for t in targets or []:
+                if t not in inputs:
+                    raise ValueError(
+                        f"{where}.targets: {t!r} is not an input of the model; expected {inputs}"
+                    )
+        names = [s.name for s in self.eval.sweeps]
+        if len(set(names)) != len(names) or "clean" in names:
+            raise ValueError(f"eval.sweeps: names must be unique and not 'clean', got {names}")
         return self
 
 

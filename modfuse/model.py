@@ -132,12 +132,18 @@ class FusionModel(nn.Module):
         """The keys ``forward`` accepts: the modalities, plus ``image`` / ``mask`` with views."""
         return self.modalities + (["image", "mask"] if self.views is not None else [])
 
-    def select(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    def select(self, batch: Mapping[str, Any], raw: bool | None = None) -> dict[str, torch.Tensor]:
         """The model's input keys out of a dataset batch (which also holds labels, ids...).
 
-        With views, a batch holding ``image`` and ``mask`` gives those (the raw-image path).
+        Args:
+            batch: A dataset batch.
+            raw: With views: True takes ``image`` and ``mask`` (the raw-image path), False the
+                view keys (``fg``, ``bg``); None takes the raw path when the batch has it.
         """
-        if self.views is not None and "image" in batch and "mask" in batch:
+        has_raw = "image" in batch and "mask" in batch
+        if raw and (self.views is None or not has_raw):
+            raise KeyError("raw inputs need a model with views and a batch with 'image' and 'mask'")
+        if self.views is not None and has_raw and raw is not False:
             keys = ["image", "mask"] + [m for m in self.modalities if m not in ("fg", "bg")]
         else:
             keys = self.modalities
@@ -159,7 +165,9 @@ class FusionModel(nn.Module):
             image, mask = inputs.pop("image"), inputs.pop("mask")
             if self.validate:
                 _check_finite("image", image)
-            inputs.update(self.views(image, mask))
+            views = self.views(image, mask)
+            # A model may use one view only (a foreground-only model with the same front end).
+            inputs.update({k: v for k, v in views.items() if k in self.modalities})
         unknown = sorted(set(inputs) - set(self.modalities))
         if unknown:
             raise KeyError(
@@ -270,3 +278,38 @@ def _check_finite(name: str, x: torch.Tensor) -> None:
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"modality {name!r} holds {bad} NaN or inf values; inputs must be finite")
+
+
+class HeadView(nn.Module):
+    """A FusionModel seen from its features: inputs are ``{modality: (B, D_m)}`` features.
+
+    Lets attacks, corruptions and regularizers work in feature space (on cached features):
+    ``HeadView(model)(features) == model.fuse(features)``.
+
+    Example:
+        >>> model = FusionModel({"a": {"name": "mlp", "in_dim": 3}}, num_classes=2)
+        >>> head = HeadView(model)
+        >>> feats = {"a": torch.rand(4, 128)}
+        >>> torch.equal(head(feats), model.fuse(feats)), head.input_keys()
+        (True, ['a'])
+    """
+
+    def __init__(self, model: FusionModel) -> None:
+        super().__init__()
+        self.model = model
+        self.modalities = model.modalities
+
+    def input_keys(self) -> list[str]:
+        return list(self.modalities)
+
+    def select(self, batch: Mapping[str, Any], raw: bool | None = None) -> dict[str, torch.Tensor]:
+        return {m: batch[m] for m in self.modalities if m in batch}
+
+    def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return dict(inputs)
+
+    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.fuse(features)
+
+    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.fuse(features)

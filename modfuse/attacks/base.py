@@ -192,6 +192,16 @@ class Attack:
         setattr(other, self.strength_param, value)
         return other
 
+    def sweep(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+        strengths: Sequence[float],
+    ) -> list[dict[str, torch.Tensor]]:
+        """The attacked inputs at each strength. Subclasses may share work across strengths."""
+        return [self.with_strength(s)(model, inputs, labels) for s in strengths]
+
     def _check(self, model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: Any) -> None:
         if not isinstance(inputs, Mapping):
             raise TypeError(f"inputs must be a dict of tensors, got {type(inputs).__name__}")
@@ -227,10 +237,18 @@ class Attack:
         return None if self.seed is None else torch.Generator().manual_seed(self.seed)
 
     # -------------------------------------------------------------- the call
-    def __call__(
-        self, model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        """Attack ``inputs`` (a dict of tensors) against ``model``; returns a new dict."""
+    def run(
+        self,
+        model: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+        work: Callable[[AttackContext, dict[str, torch.Tensor]], Any],
+    ) -> Any:
+        """Check the inputs, set the model's mode, call ``work(ctx, x)``, restore the mode.
+
+        ``x`` holds detached clones of the target tensors. ``__call__`` runs ``perturb`` this
+        way; subclasses use it for variants such as a sweep over strengths.
+        """
         self._check(model, inputs, labels)
         was_training = model.training
         if self.model_mode == "eval":
@@ -238,18 +256,29 @@ class Attack:
         try:
             ctx = AttackContext(self, model, inputs, labels, self.generator())
             x = {k: inputs[k].detach().clone() for k in self.targets}
-            adv = self.perturb(ctx, x)
+            result = work(ctx, x)
         finally:
             model.train(was_training)
         # Work done by the last call, for tests and benchmarks that count model passes.
         self.last_counts = {"forward": ctx.forward_count, "backward": ctx.backward_count}
-        out = dict(inputs)
-        for k in self.targets:
-            if k in adv:
-                out[k] = ctx.clamp(k, adv[k].detach())
-            else:
-                out.pop(k)  # dropped modality
-        return out
+        return result
+
+    def __call__(
+        self, model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Attack ``inputs`` (a dict of tensors) against ``model``; returns a new dict."""
+
+        def perturb_and_clamp(ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict:
+            adv = self.perturb(ctx, x)
+            out = dict(inputs)
+            for k in self.targets:
+                if k in adv:
+                    out[k] = ctx.clamp(k, adv[k].detach())
+                else:
+                    out.pop(k)  # a dropped modality
+            return out
+
+        return self.run(model, inputs, labels, perturb_and_clamp)
 
     def __repr__(self) -> str:
         fields = {k: v for k, v in vars(self).items() if k not in ("loss_fn", "last_counts")}

@@ -5,13 +5,14 @@ from typing import Any
 from modfuse.data.cache import FeatureCache, FeatureDataset
 from modfuse.data.cifar import CIFAR10Context
 from modfuse.data.coco import CocoContext
-from modfuse.data.loader import collate_dicts, make_loader
+from modfuse.data.loader import StackedDataset, collate_dicts, make_loader
 
 __all__ = [
     "CIFAR10Context",
     "CocoContext",
     "FeatureCache",
     "FeatureDataset",
+    "StackedDataset",
     "collate_dicts",
     "make_loader",
     "make_synthetic_coco",

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from modfuse.checkpoint import load_tensors, save_tensors
-from modfuse.data.loader import make_loader
+from modfuse.data.loader import StackedDataset, make_loader
 
 CACHE_FORMAT = "modfuse.FeatureCache/1"
 
@@ -36,18 +36,42 @@ def module_hash(module: torch.nn.Module, spec: Any = None) -> str:
     return h.hexdigest()[:16]
 
 
-def dataset_fingerprint(dataset: Dataset) -> str:
-    """The dataset's own ``fingerprint()`` where it has one, else a hash of its length and type.
+def tensor_digest(tensors: Sequence[torch.Tensor]) -> str:
+    """A hash of tensors' dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
 
-    Datasets without a fingerprint are identified weakly: give yours a ``fingerprint()``.
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """The dataset's own ``fingerprint()`` where it has one, else a hash of its contents.
+
+    Without a ``fingerprint()``, the length, the type and 16 samples spread over the dataset
+    are hashed: datasets that differ only elsewhere would collide, so give yours one.
     """
     if hasattr(dataset, "fingerprint"):
         return str(dataset.fingerprint())
-    return hashlib.sha256(f"{type(dataset).__qualname__}:{len(dataset)}".encode()).hexdigest()[:16]
+    n = len(dataset)
+    picks = sorted({round(i * (n - 1) / 15) for i in range(16)}) if n else []
+    parts = []
+    for i in picks:
+        sample = dataset[i]
+        items = sample.items() if isinstance(sample, Mapping) else enumerate(sample)
+        parts += [
+            torch.as_tensor(v)
+            for _, v in sorted(items, key=lambda kv: str(kv[0]))
+            if isinstance(v, torch.Tensor | int | float)
+        ]
+    return tensor_digest([torch.tensor([n]), *parts]) + f"-{type(dataset).__qualname__}"
 
 
-class FeatureDataset(Dataset):
+class FeatureDataset(StackedDataset):
     """Cached features as dict samples ``{modality: (D_m,), "label": int}``.
+
+    Training and evaluation code treat it as features (the model runs ``fuse`` only).
 
     Example:
         >>> data = FeatureDataset({"fg": torch.rand(4, 8)}, torch.tensor([0, 1, 0, 1]))
@@ -55,18 +79,16 @@ class FeatureDataset(Dataset):
         (4, torch.Size([8]), 1)
     """
 
-    def __init__(self, features: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
-        sizes = {k: v.shape[0] for k, v in features.items()}
-        if any(n != labels.shape[0] for n in sizes.values()):
-            raise ValueError(f"feature counts {sizes} differ from the {labels.shape[0]} labels")
-        self.features = dict(features)
-        self.labels = labels
+    def fingerprint(self) -> str:
+        return tensor_digest([*self.tensors.values(), self.labels])
 
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
+    @property
+    def features(self) -> dict[str, torch.Tensor]:
+        return self.tensors
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {**{k: v[i] for k, v in self.features.items()}, "label": int(self.labels[i])}
+    def select(self, modalities: Sequence[str]) -> FeatureDataset:
+        """The same items with only ``modalities``."""
+        return FeatureDataset({m: self.tensors[m] for m in modalities}, self.labels)
 
 
 class FeatureCache:
@@ -167,8 +189,10 @@ class FeatureCache:
         if unknown:
             raise KeyError(f"modality {unknown[0]!r} not in the model; it has {model.modalities}")
         self.computed, self.rebuilt = [], []
-        paths = {m: self.root / f"{self.key(model, m, dataset, perturbation)}.safetensors"
-                 for m in modalities}  # fmt: skip
+        paths = {
+            m: self.root / f"{self.key(model, m, dataset, perturbation)}.safetensors"
+            for m in modalities
+        }
         found = {m: self._read(p) for m, p in paths.items()}
         todo = [m for m in modalities if found[m] is None]
         if todo:

@@ -76,8 +76,17 @@ class CIFAR10Context(Dataset):
         return len(self.base)
 
     def fingerprint(self) -> str:
-        h = hashlib.sha256(json.dumps([str(self.root.resolve()), self.train, self.box_fraction,
-                                       self.views.config(), len(self)]).encode())  # fmt: skip
+        h = hashlib.sha256(
+            json.dumps(
+                [
+                    str(self.root.resolve()),
+                    self.train,
+                    self.box_fraction,
+                    self.views.config(),
+                    len(self),
+                ]
+            ).encode()
+        )
         return h.hexdigest()[:16]
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -172,8 +172,14 @@ class CocoContext(Dataset):
         """A hash of what determines the items: annotations, folder and settings."""
         h = hashlib.sha256()
         h.update(hashlib.sha256(self.ann_file.read_bytes()).digest())
-        settings = [str(self.image_dir.resolve()), self.category_ids, self.min_area,
-                    self.one_per_image, self.image_size, self.views.config()]  # fmt: skip
+        settings = [
+            str(self.image_dir.resolve()),
+            self.category_ids,
+            self.min_area,
+            self.one_per_image,
+            self.image_size,
+            self.views.config(),
+        ]
         h.update(json.dumps(settings, sort_keys=True).encode())
         return h.hexdigest()[:16]
 

@@ -41,6 +41,55 @@ def collate_dicts(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+class StackedDataset(Dataset):
+    """Samples held as stacked tensors in memory: ``{key: (N, ...)}`` plus ``label`` (N,).
+
+    Example:
+        >>> data = StackedDataset({"fg": torch.zeros(3, 2)}, torch.tensor([0, 1, 1]))
+        >>> len(data), data[2]["label"], data[2]["fg"].shape
+        (3, 1, torch.Size([2]))
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+        sizes = {k: v.shape[0] for k, v in tensors.items()}
+        if any(n != labels.shape[0] for n in sizes.values()):
+            raise ValueError(f"tensor counts {sizes} differ from the {labels.shape[0]} labels")
+        self.tensors = dict(tensors)
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {**{k: v[i] for k, v in self.tensors.items()}, "label": int(self.labels[i])}
+
+    def fingerprint(self) -> str:
+        """A hash of every tensor held (what a FeatureCache keys on)."""
+        from modfuse.data.cache import tensor_digest
+
+        return tensor_digest([self.tensors[k] for k in sorted(self.tensors)] + [self.labels])
+
+    @classmethod
+    def from_dataset(
+        cls, dataset: Dataset, keys: Sequence[str], batch_size: int = 256, progress: bool = False
+    ) -> StackedDataset:
+        """Read every sample of ``dataset`` once and keep ``keys`` (and ``label``) in memory.
+
+        Worth it when a dataset is read many times (epochs, sweeps) and decoding dominates.
+        """
+        from tqdm.auto import tqdm
+
+        parts: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
+        labels = []
+        for batch in tqdm(make_loader(dataset, batch_size), desc="loading", disable=not progress):
+            for k in keys:
+                if k not in batch:
+                    raise KeyError(f"samples have no {k!r}; they have {sorted(batch)}")
+                parts[k].append(torch.as_tensor(batch[k]))
+            labels.append(torch.as_tensor(batch["label"]))
+        return cls({k: torch.cat(v) for k, v in parts.items()}, torch.cat(labels).long())
+
+
 def default_workers() -> int:
     """Loader processes: none on a 2-core machine (they fight the model for the cores)."""
     cores = os.cpu_count() or 1

@@ -27,15 +27,28 @@ from pycocotools import mask as mask_utils
 from modfuse.checkpoint import atomic_write_bytes
 
 SCENES = ("water", "sky", "grass", "road", "indoor", "sand")
-#: Class name -> (shape, base colour RGB in [0, 1], texture). Colours stand out of every scene.
-CLASSES: dict[str, tuple[str, tuple[float, float, float], str]] = {
-    "ball": ("circle", (0.90, 0.15, 0.10), "shaded"),
-    "box": ("square", (0.55, 0.30, 0.10), "stripes"),
-    "kite": ("triangle", (0.75, 0.20, 0.80), "checker"),
-    "star": ("star", (1.00, 0.85, 0.05), "solid"),
-    "ring": ("ring", (0.05, 0.85, 0.85), "solid"),
-    "cross": ("cross", (0.95, 0.95, 0.95), "dots"),
+#: Class name -> (shape, texture). Colours are drawn per object from one shared palette, so a
+#: class is told by its silhouette and texture, not its colour: what a blur takes away.
+CLASSES: dict[str, tuple[str, str]] = {
+    "ball": ("circle", "shaded"),
+    "box": ("square", "stripes"),
+    "kite": ("triangle", "checker"),
+    "star": ("star", "solid"),
+    "ring": ("ring", "solid"),
+    "cross": ("cross", "dots"),
 }
+PALETTE = np.array(
+    [
+        (0.90, 0.15, 0.10),
+        (0.55, 0.30, 0.10),
+        (0.75, 0.20, 0.80),
+        (1.00, 0.85, 0.05),
+        (0.05, 0.85, 0.85),
+        (0.95, 0.95, 0.95),
+        (0.95, 0.50, 0.05),
+        (0.20, 0.20, 0.90),
+    ]
+)
 #: Shapes stored as RLE (compressed) instead of polygons: both COCO encodings get exercised.
 RLE_SHAPES = {"circle", "ring"}
 
@@ -100,8 +113,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[f
         ]
     elif shape == "cross":
         t = 0.33
-        pts = [(-t, -1), (t, -1), (t, -t), (1, -t), (1, t), (t, t), (t, 1), (-t, 1), (-t, t),
-               (-1, t), (-1, -t), (-t, -t)]  # fmt: skip
+        pts = [
+            (-t, -1),
+            (t, -1),
+            (t, -t),
+            (1, -t),
+            (1, t),
+            (t, t),
+            (t, 1),
+            (-t, 1),
+            (-t, t),
+            (-1, t),
+            (-1, -t),
+            (-t, -t),
+        ]
     else:
         raise KeyError(f"{shape!r} is not a polygon shape")
     ca, sa = math.cos(angle), math.sin(angle)
@@ -179,7 +204,8 @@ def render_sample(
 ) -> tuple[np.ndarray, dict]:
     """One image ``(size, size, 3)`` uint8 and its annotation's segmentation, bbox and area."""
     name = list(CLASSES)[class_index]
-    shape, colour, texture = CLASSES[name]
+    shape, texture = CLASSES[name]
+    colour = PALETTE[rng.integers(len(PALETTE))]
     img = _scene(SCENES[scene_index], size, rng)
     r = rng.uniform(0.2, 0.3) * size
     cx, cy = rng.uniform(r + 1, size - r - 1), rng.uniform(r + 1, size - r - 1)
@@ -193,7 +219,7 @@ def render_sample(
         rle = mask_utils.merge(mask_utils.frPyObjects([poly], size, size))
         mask = mask_utils.decode(rle).astype(bool)
         segmentation = [poly]
-    obj = _texture(texture, np.array(colour), size, rng, cx, cy, r)
+    obj = _texture(texture, colour, size, rng, cx, cy, r)
     img = np.where(mask[..., None], obj, img)
     x0, y0, w, h = (float(v) for v in mask_utils.toBbox(rle))
     ann = {"segmentation": segmentation, "bbox": [x0, y0, w, h], "area": float(mask.sum())}
@@ -214,10 +240,19 @@ def _write_split(root: Path, split: str, n: int, size: int, seed: int, sample_sc
         image_id = i + 1
         file_name = f"{image_id:012d}.jpg"
         Image.fromarray(pixels).save(image_dir / file_name, format="JPEG", quality=95)
-        images.append({"id": image_id, "file_name": file_name, "width": size, "height": size,
-                       "scene": s, "scene_name": SCENES[s]})  # fmt: skip
-        annotations.append({"id": image_id, "image_id": image_id, "category_id": c + 1,
-                            "iscrowd": 0, **ann})  # fmt: skip
+        images.append(
+            {
+                "id": image_id,
+                "file_name": file_name,
+                "width": size,
+                "height": size,
+                "scene": s,
+                "scene_name": SCENES[s],
+            }
+        )
+        annotations.append(
+            {"id": image_id, "image_id": image_id, "category_id": c + 1, "iscrowd": 0, **ann}
+        )
     coco = {
         "info": {"description": f"modfuse synthetic context world ({split})", "version": "1"},
         "images": images,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from modfuse._registry import register_encoder
+from modfuse.encoders.base import FreezableEncoder
 
 
 @register_encoder("small_cnn")
-class SmallCNN(nn.Module):
+class SmallCNN(FreezableEncoder):
     """Conv-BN-ReLU-pool stages and a global average pool.
 
     BatchNorm matters: without it a shallow CNN trained from scratch on the synthetic world
@@ -20,6 +23,8 @@ class SmallCNN(nn.Module):
         width: Channels of the first stage; each later stage doubles them.
         depth: Number of stages (each halves the resolution).
         batchnorm: Put BatchNorm after each convolution.
+        weights: A safetensors / ``.pth`` file of this encoder's state, or None.
+        freeze: No gradients, and eval mode kept (a pretrained feature extractor).
 
     Shape:
         - Input: ``(B, in_channels, H, W)``
@@ -32,7 +37,13 @@ class SmallCNN(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int = 3, width: int = 32, depth: int = 3, batchnorm: bool = True
+        self,
+        in_channels: int = 3,
+        width: int = 32,
+        depth: int = 3,
+        batchnorm: bool = True,
+        weights: str | os.PathLike | None = None,
+        freeze: bool = False,
     ) -> None:
         super().__init__()
         if in_channels < 1 or width < 1 or depth < 1:
@@ -53,6 +64,7 @@ class SmallCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.out_dim = channels
         self.input_shape: tuple[int | None, ...] = (in_channels, None, None)
+        self.finish(weights, freeze)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x).mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)

@@ -1,0 +1,7 @@
+"""``python -m modfuse`` runs the ``modfuse`` command."""
+
+import sys
+
+from modfuse.cli import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""The ``modfuse`` command: run / eval / report / list.
+
+Examples::
+
+    modfuse run examples/configs/quick_synthetic.yaml --out runs/quick
+    modfuse eval runs/quick        # evaluate the saved model again (after changing sweeps)
+    modfuse report runs/quick      # re-render report.md and plots from results.json
+    modfuse list                   # registered encoders, fusions, attacks, regularizers
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from modfuse.config import ExperimentConfig, ValidationError, load_config, save_config
+
+
+def _say(msg: str) -> None:
+    print(f"[modfuse {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
+    """(train, test) datasets for a config."""
+    from modfuse import ContextViews
+    from modfuse.data import CIFAR10Context, CocoContext
+
+    d = cfg.data
+    views = (
+        ContextViews(**cfg.model.views.model_dump()) if cfg.model.views else ContextViews(d.size)
+    )
+    root = Path(d.root)
+    if d.kind == "cifar10":
+        size = cfg.model.views.size if cfg.model.views else None
+        return CIFAR10Context(root, train=True, size=size), CIFAR10Context(
+            root, train=False, size=size
+        )
+    if d.kind == "synthetic":
+        from modfuse.data.synthetic import make_synthetic_coco
+
+        if not (root / "annotations" / "instances_val2017.json").is_file():
+            _say(f"writing the synthetic world to {root}")
+            make_synthetic_coco(
+                root, d.n_train, d.n_test, d.size, d.contexts, d.context_purity, cfg.seed
+            )
+    splits = []
+    for split in ("train", "val"):
+        splits.append(
+            CocoContext(
+                root / f"{split}2017",
+                root / "annotations" / f"instances_{split}2017.json",
+                categories=d.categories,
+                views=views,
+                image_size=d.image_size,
+            )
+        )
+    return splits[0], splits[1]
+
+
+def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:
+    from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
+    from modfuse.report import write_report
+
+    sweeps = [Sweep(s.name, s.attack.as_spec(), s.strengths, s.source) for s in cfg.eval.sweeps]
+    _say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
+    rows = robustness_sweep({cfg.name: model}, test, sweeps, cfg.eval.batch_size)
+    reliance = {cfg.name: modality_reliance(model, test, cfg.eval.batch_size)}
+    manifest = {"config": cfg.model_dump(mode="json"), "seed": cfg.seed,
+                "class_map": getattr(test, "class_to_index", None)}  # fmt: skip
+    return write_report(out / "report", rows, reliance=reliance, manifest=manifest, title=cfg.name)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from modfuse.train import Trainer
+
+    cfg = load_config(args.config)
+    out = Path(args.out or Path("runs") / cfg.name)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    train, test = build_data(cfg)
+    if len(train.classes) != cfg.model.num_classes:
+        raise ValueError(
+            f"model.num_classes is {cfg.model.num_classes} but the data has "
+            f"{len(train.classes)} classes {train.classes}"
+        )
+    model = cfg.model.build()
+    t = cfg.train
+    trainer = Trainer(
+        model,
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        regularizers=[r.as_spec() for r in t.regularizers],
+        adversarial=t.adversarial.as_spec() if t.adversarial else None,
+        adversarial_mix=t.adversarial_mix,
+        modality_dropout=t.modality_dropout,
+        seed=cfg.seed,
+        run_dir=out,
+        workers=cfg.data.workers,
+        progress=not args.no_progress,
+    )
+    _say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
+    trainer.fit(train, test, resume=args.resume)
+    model.save(out / "model")
+    report = _evaluate(cfg, model, test, out)
+    _say(f"done; model in {out / 'model'}, report in {report}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from modfuse import FusionModel
+
+    run = Path(args.run_dir)
+    cfg = load_config(run / "config.yaml")
+    model = FusionModel.load(run / "model")
+    _, test = build_data(cfg)
+    report = _evaluate(cfg, model, test, run)
+    _say(f"report in {report}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from modfuse.checkpoint import read_json
+    from modfuse.report import write_report
+
+    run = Path(args.run_dir)
+    results = run / "report" / "results.json"
+    if not results.is_file():
+        raise FileNotFoundError(f"{results} not found; run `modfuse eval {run}` first")
+    data = read_json(results)
+    manifest = read_json(run / "report" / "manifest.json")
+    report = write_report(run / "report", data["rows"], feature_shifts=data["feature_shift"],
+                          reliance=data["reliance"], manifest=manifest)  # fmt: skip
+    print(report.read_text())
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    import modfuse
+
+    for kind, names in (("encoders", modfuse.list_encoders()), ("fusions", modfuse.list_fusions()),
+                        ("attacks", modfuse.list_attacks()),
+                        ("regularizers", modfuse.list_regularizers())):  # fmt: skip
+        shown = [f"{n}:<model>" if n == "timm" else n for n in names]
+        print(f"{kind:13s} {', '.join(shown)}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="modfuse",
+        description="Multimodal fusion models and their robustness to attacked or missing modalities.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and evaluate the experiment a YAML config describes")
+    run.add_argument("config", help="experiment YAML (see examples/configs/)")
+    run.add_argument("--out", help="run folder (default: runs/<config name>)")
+    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+    ev = sub.add_parser("eval", help="evaluate a finished run's model again, per its config.yaml")
+    ev.add_argument("run_dir")
+    ev.set_defaults(func=cmd_eval)
+    rep = sub.add_parser("report", help="re-render a run's report from its results.json")
+    rep.add_argument("run_dir")
+    rep.set_defaults(func=cmd_report)
+    ls = sub.add_parser("list", help="list registered encoders, fusions, attacks, regularizers")
+    ls.set_defaults(func=cmd_list)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``modfuse`` command; returns the exit code."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ValidationError as err:
+        print(f"modfuse: invalid config:\n{err}", file=sys.stderr)
+        return 2
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"modfuse: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

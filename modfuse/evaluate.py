@@ -1,0 +1,377 @@
+"""Robustness evaluation: accuracy sweeps under perturbations, feature shift, modality reliance.
+
+Work is shared where the answer is the same: within a batch, features of a modality whose
+input is untouched are computed once per encoder (identified by a hash of its weights, so
+models built from the same frozen encoder share them), a corruption that does not depend on
+the model (blur, noise) is applied once for all models, and an FGSM sweep takes one gradient
+for all its epsilons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from modfuse._registry import ATTACKS
+from modfuse.data.cache import FeatureDataset, module_hash
+from modfuse.data.loader import make_loader
+from modfuse.model import FusionModel, HeadView
+
+
+@dataclass
+class Sweep:
+    """One perturbation swept over strengths.
+
+    Args:
+        name: Its label in reports, e.g. ``"fg_blur"``.
+        attack: An attack or an attack spec; its strength (eps, sigma, std) is overridden.
+        strengths: The values to sweep.
+        source: Name of another model to compute the perturbation on (transfer); None means
+            white-box against each evaluated model itself.
+
+    Example:
+        >>> from modfuse.attacks import GaussianBlur
+        >>> Sweep("fg_blur", GaussianBlur(targets=("fg",)), [1, 2, 4]).strengths
+        [1, 2, 4]
+    """
+
+    name: str
+    attack: Any
+    strengths: Sequence[float] = field(default_factory=list)
+    source: str | None = None
+
+    def __post_init__(self) -> None:
+        self.attack = ATTACKS.create(self.attack)
+        if not self.strengths:
+            raise ValueError(f"sweep {self.name!r} has no strengths")
+        if self.attack.strength_param is None and len(self.strengths) > 1:
+            raise ValueError(f"{type(self.attack).__name__} has no strength to sweep")
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy ``correct / n``.
+
+    Example:
+        >>> lo, hi = wilson_interval(90, 100)
+        >>> round(lo, 3), round(hi, 3)
+        (0.826, 0.945)
+    """
+    if n == 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _as_model(model: torch.nn.Module, data: Dataset) -> torch.nn.Module:
+    return HeadView(model) if isinstance(data, FeatureDataset) else model
+
+
+class _FeatureMemo:
+    """Features per (encoder weights, modality, input tag) within one batch."""
+
+    def __init__(self, models: Mapping[str, torch.nn.Module]) -> None:
+        self.hashes = {
+            name: {m: module_hash(enc) for m, enc in getattr(model, "encoders", {}).items()}
+            for name, model in models.items()
+        }
+        self.store: dict[tuple, torch.Tensor] = {}
+
+    def logits(
+        self, name: str, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], tags: dict
+    ) -> torch.Tensor:
+        """Logits of ``model``; a modality whose tag is not None may reuse stored features."""
+        if isinstance(model, HeadView):
+            return model(inputs)
+        prepared = model.prepare(inputs)
+        feats = {}
+        for m, x in prepared.items():
+            tag = tags.get(m)
+            key = (self.hashes[name][m], m, tag)
+            if tag is not None and key in self.store:
+                feats[m] = self.store[key]
+                continue
+            feats[m] = model.encoders[m](x)
+            if tag is not None:
+                self.store[key] = feats[m]
+        return model.fuse(feats)
+
+
+def _targets_of(model: torch.nn.Module, attack: Any) -> bool:
+    keys = model.input_keys() if hasattr(model, "input_keys") else []
+    return all(t in keys for t in attack.targets)
+
+
+def _tags(model: torch.nn.Module, attack: Any, point: str | None) -> dict[str, Any]:
+    """Which modalities' features can be shared: untouched ones ('clean') and those perturbed
+    the same way for every model (``point``); None where they must be computed afresh."""
+    mods = getattr(model, "modalities", [])
+    if attack is None or not _targets_of(model, attack):
+        return {m: "clean" for m in mods}
+    raw = "image" in attack.targets or "mask" in attack.targets
+    hit = set(mods) if raw else set(attack.targets)
+    return {m: (point if m in hit else "clean") for m in mods}
+
+
+def robustness_sweep(
+    models: Mapping[str, FusionModel],
+    data: Dataset,
+    perturbations: Sequence[Sweep],
+    batch_size: int = 128,
+    progress: bool = True,
+    workers: int | None = None,
+) -> list[dict[str, Any]]:
+    """Accuracy of every model under every perturbation and strength, with 95% intervals.
+
+    White-box attacks are computed against each evaluated model itself, unless the sweep names
+    a ``source`` model (transfer). A model that does not take a perturbation's target (a
+    background-only model under a foreground attack) is evaluated on its untouched inputs.
+    On a :class:`modfuse.data.FeatureDataset` the models are evaluated on features
+    (perturbations then act in feature space).
+
+    Returns:
+        One row per (model, perturbation, strength): ``model``, ``perturbation``, ``attack``,
+        ``targets``, ``strength``, ``source``, ``correct``, ``n``, ``accuracy``, ``ci_low``,
+        ``ci_high``. The first rows are the clean accuracies (perturbation ``"clean"``).
+
+    Example:
+        >>> from modfuse.attacks import GaussianNoise
+        >>> from modfuse.data import FeatureDataset
+        >>> data = FeatureDataset({"a": torch.randn(20, 128)}, torch.zeros(20, dtype=torch.long))
+        >>> model = FusionModel({"a": {"name": "mlp", "in_dim": 3}}, num_classes=2)
+        >>> rows = robustness_sweep({"m": model}, data,
+        ...     [Sweep("noise", GaussianNoise(targets=("a",), seed=0), [0.1, 1.0])], progress=False)
+        >>> [(r["perturbation"], r["strength"], r["n"]) for r in rows]
+        [('clean', 0.0, 20), ('noise', 0.1, 20), ('noise', 1.0, 20)]
+    """
+    if not models:
+        raise ValueError("no models to evaluate")
+    names = {s.name for s in perturbations}
+    if len(names) != len(perturbations) or "clean" in names:
+        raise ValueError("sweep names must be unique and not 'clean'")
+    for s in perturbations:
+        if s.source is not None and s.source not in models:
+            raise KeyError(f"sweep {s.name!r}: source model {s.source!r} not in {sorted(models)}")
+    wrapped = {n: _as_model(m, data) for n, m in models.items()}
+    modes = {n: m.training for n, m in wrapped.items()}
+    for m in wrapped.values():
+        m.eval()
+    points = [("clean", None, 0.0)] + [
+        (s.name, s, float(v)) for s in perturbations for v in s.strengths
+    ]
+    correct = {(n, p, v): 0 for n in wrapped for p, _, v in points}
+    total = 0
+    memo = _FeatureMemo(wrapped)
+    loader = make_loader(data, batch_size, workers=workers)
+    try:
+        for batch in tqdm(loader, desc="robustness sweep", disable=not progress):
+            labels = torch.as_tensor(batch["label"]).long()
+            total += len(labels)
+            memo.store.clear()
+            for n, model in wrapped.items():
+                with torch.no_grad():
+                    inputs = _inputs_for(model, batch, None)
+                    logits = memo.logits(n, model, inputs, _tags(model, None, None))
+                correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
+            for s in perturbations:
+                _sweep_batch(s, wrapped, batch, labels, memo, correct)
+    finally:
+        for n, m in wrapped.items():
+            m.train(modes[n])
+    rows = []
+    for p, s, v in points:
+        for n in wrapped:
+            c = correct[(n, p, v)]
+            lo, hi = wilson_interval(c, total)
+            rows.append(
+                {
+                    "model": n,
+                    "perturbation": p,
+                    "attack": type(s.attack).__name__ if s else "none",
+                    "targets": "+".join(s.attack.targets) if s else "",
+                    "strength": v,
+                    "source": (s.source or "") if s else "",
+                    "correct": c,
+                    "n": total,
+                    "accuracy": c / total if total else float("nan"),
+                    "ci_low": lo,
+                    "ci_high": hi,
+                }
+            )
+    return rows
+
+
+def _has_views(model: torch.nn.Module) -> bool:
+    return getattr(model, "views", None) is not None
+
+
+def _inputs_for(model: torch.nn.Module, batch: Mapping[str, Any], attack: Any) -> dict:
+    raw = attack is not None and _targets_of(model, attack) and "image" in attack.targets
+    if _has_views(model):
+        return model.select(batch, raw=raw)
+    return model.select(batch)
+
+
+def _merge(inputs: Mapping[str, Any], adv: Mapping[str, Any], targets: Sequence[str]) -> dict:
+    """``inputs`` with the target keys taken from ``adv`` (dropped where ``adv`` lacks them)."""
+    out = {k: v for k, v in inputs.items() if k not in targets}
+    out.update({k: adv[k] for k in targets if k in adv})
+    return out
+
+
+def _sweep_batch(
+    sweep: Sweep,
+    models: Mapping[str, torch.nn.Module],
+    batch: Mapping[str, Any],
+    labels: torch.Tensor,
+    memo: _FeatureMemo,
+    correct: dict,
+) -> None:
+    attack = sweep.attack
+    strengths = [float(v) for v in sweep.strengths]
+    shared: list[dict] | None = None  # a model-independent corruption, applied once
+    if not attack.uses_gradients and sweep.source is None:
+        holder = next((m for m in models.values() if _targets_of(m, attack)), None)
+        if holder is not None:
+            shared = attack.sweep(holder, _inputs_for(holder, batch, attack), labels, strengths)
+    for n, model in models.items():
+        inputs = _inputs_for(model, batch, attack)
+        if not _targets_of(model, attack):
+            advs = [inputs] * len(strengths)
+        elif shared is not None:
+            advs = [_merge(inputs, a, attack.targets) for a in shared]
+        elif sweep.source is not None:
+            source = models[sweep.source]
+            src_adv = attack.sweep(source, _inputs_for(source, batch, attack), labels, strengths)
+            advs = [_merge(inputs, a, attack.targets) for a in src_adv]
+        else:
+            advs = attack.sweep(model, inputs, labels, strengths)
+        for v, adv in zip(strengths, advs):
+            point = f"{sweep.name}@{v}" if (shared is not None or sweep.source) else None
+            with torch.no_grad():
+                logits = memo.logits(n, model, adv, _tags(model, attack, point))
+            correct[(n, sweep.name, v)] += int((logits.argmax(1) == labels).sum())
+
+
+def _features(
+    model: torch.nn.Module, data: Dataset, perturbation: Any, batch_size: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
+    """Clean and perturbed features of every item, and the labels."""
+    model = _as_model(model, data)
+    was_training = model.training
+    model.eval()
+    clean: dict[str, list[torch.Tensor]] = {}
+    pert: dict[str, list[torch.Tensor]] = {}
+    labels = []
+    try:
+        for batch in make_loader(data, batch_size):
+            y = torch.as_tensor(batch["label"]).long()
+            inputs = _inputs_for(model, batch, perturbation)
+            adv = perturbation(model, inputs, y) if perturbation is not None else inputs
+            with torch.no_grad():
+                for store, x in ((clean, inputs), (pert, adv)):
+                    for m, f in model.encode(x).items():
+                        store.setdefault(m, []).append(f)
+            labels.append(y)
+    finally:
+        model.train(was_training)
+    cat = {m: torch.cat(v) for m, v in clean.items()}
+    return cat, {m: torch.cat(v) for m, v in pert.items()}, torch.cat(labels)
+
+
+def feature_shift(
+    model: FusionModel, data: Dataset, perturbation: Any, batch_size: int = 128
+) -> dict[str, dict[str, float]]:
+    """How far a perturbation moves each modality's features.
+
+    Returns:
+        Per modality: ``relative_l2`` = mean of ``||f' - f|| / ||f||`` and
+        ``cosine_distance`` = mean of ``1 - cos(f, f')`` over the data (0 for a modality the
+        perturbation leaves alone).
+
+    Example:
+        >>> from modfuse.attacks import GaussianNoise
+        >>> from modfuse.data import FeatureDataset
+        >>> data = FeatureDataset({"a": torch.randn(8, 4), "b": torch.randn(8, 4)},
+        ...                       torch.zeros(8, dtype=torch.long))
+        >>> mlp = {"name": "mlp", "in_dim": 4}
+        >>> model = FusionModel({"a": mlp, "b": mlp}, num_classes=2)
+        >>> shift = feature_shift(model, data, GaussianNoise(std=1.0, targets=("a",), seed=0))
+        >>> shift["a"]["relative_l2"] > 0.5, shift["b"]["relative_l2"]
+        (True, 0.0)
+    """
+    perturbation = ATTACKS.create(perturbation)
+    clean, pert, _ = _features(model, data, perturbation, batch_size)
+    out = {}
+    for m in clean:
+        f, g = clean[m].float(), pert[m].float()
+        rel = (g - f).norm(dim=1) / f.norm(dim=1).clamp_min(1e-12)
+        cos = torch.nn.functional.cosine_similarity(f, g, dim=1, eps=1e-12)
+        out[m] = {"relative_l2": float(rel.mean()), "cosine_distance": float((1 - cos).mean())}
+    return out
+
+
+def branch_norm_share(model: FusionModel) -> dict[str, float]:
+    """Each modality's share of the fusion branches' total L2 norm (sums to 1)."""
+    norms = {
+        m: float(
+            torch.sqrt(sum(p.detach().pow(2).sum() for p in model.fusion.branch(m).parameters()))
+        )
+        for m in model.modalities
+    }
+    total = sum(norms.values()) or 1.0
+    return {m: v / total for m, v in norms.items()}
+
+
+def modality_reliance(
+    model: FusionModel, data: Dataset, batch_size: int = 128
+) -> dict[str, dict[str, float]]:
+    """How much the model leans on each modality.
+
+    Returns:
+        Per modality: ``accuracy_drop`` (clean accuracy minus the accuracy when that
+        modality's features are replaced by their mean over the data) and ``norm_share``
+        (its fusion branch's share of the branches' L2 norm), plus ``clean_accuracy``.
+
+    Example:
+        >>> from modfuse.data import FeatureDataset
+        >>> x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
+        >>> data = FeatureDataset({"a": torch.cat([x, torch.zeros(64, 124)], 1),
+        ...                        "b": torch.randn(64, 128)}, y)
+        >>> mlp = {"name": "mlp", "in_dim": 4}
+        >>> model = FusionModel({"a": mlp, "b": mlp}, num_classes=2)
+        >>> with torch.no_grad():
+        ...     _ = model.fusion.branch("a").weight.zero_()
+        ...     _ = model.fusion.branch("b").weight.zero_()
+        ...     model.fusion.branch("a").weight[1, 0] = 5.0
+        >>> r = modality_reliance(model, data)
+        >>> r["a"]["accuracy_drop"] > 0.3, r["b"]["accuracy_drop"], r["a"]["norm_share"]
+        (True, 0.0, 1.0)
+    """
+    feats, _, labels = _features(model, data, None, batch_size)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            base = (model.fuse(feats).argmax(1) == labels).float().mean().item()
+            shares = branch_norm_share(model)
+            out: dict[str, dict[str, float]] = {}
+            for m in model.modalities:
+                replaced = {**feats, m: feats[m].mean(0, keepdim=True).expand_as(feats[m])}
+                acc = (model.fuse(replaced).argmax(1) == labels).float().mean().item()
+                out[m] = {
+                    "accuracy_drop": base - acc,
+                    "norm_share": shares[m],
+                    "clean_accuracy": base,
+                }
+    finally:
+        model.train(was_training)
+    return out

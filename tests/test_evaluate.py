@@ -1,0 +1,124 @@
+import pytest
+import torch
+
+from modfuse import FusionModel
+from modfuse.attacks import FGSM, GaussianBlur, GaussianNoise
+from modfuse.data import FeatureDataset, StackedDataset
+from modfuse.evaluate import Sweep, feature_shift, robustness_sweep, wilson_interval
+
+
+def image_data(n: int = 24) -> StackedDataset:
+    g = torch.Generator().manual_seed(0)
+    return StackedDataset(
+        {"fg": torch.rand(n, 3, 16, 16, generator=g), "bg": torch.rand(n, 3, 16, 16, generator=g)},
+        torch.randint(0, 3, (n,), generator=g),
+    )
+
+
+def image_models() -> dict[str, FusionModel]:
+    torch.manual_seed(0)
+    enc = {"name": "small_cnn", "width": 4, "depth": 2}
+    joint = FusionModel({"fg": enc, "bg": enc}, num_classes=3)
+    fg = FusionModel({"fg": enc}, num_classes=3)
+    fg.encoders["fg"].load_state_dict(joint.encoders["fg"].state_dict())
+    bg = FusionModel({"bg": enc}, num_classes=3)
+    return {"joint": joint, "fg_only": fg, "bg_only": bg}
+
+
+def direct_accuracy(model, data, attack=None) -> float:
+    model.eval()
+    x = {k: v for k, v in data.tensors.items() if k in model.modalities}
+    if attack is not None and all(t in model.modalities for t in attack.targets):
+        x = attack(model, x, data.labels)
+    with torch.no_grad():
+        return float((model(x).argmax(1) == data.labels).float().mean())
+
+
+def test_sweep_matches_direct_evaluation():
+    data, models = image_data(), image_models()
+    sweeps = [
+        Sweep("fg_blur", GaussianBlur(targets=("fg",)), [1.0, 3.0]),
+        Sweep("fg_fgsm", FGSM(targets=("fg",)), [0.02, 0.1]),
+    ]
+    rows = robustness_sweep(models, data, sweeps, batch_size=10, progress=False)
+    got = {(r["model"], r["perturbation"], r["strength"]): r for r in rows}
+    assert len(rows) == 3 * 5
+    for name, model in models.items():
+        assert got[(name, "clean", 0.0)]["accuracy"] == pytest.approx(direct_accuracy(model, data))
+        for s in (1.0, 3.0):
+            want = direct_accuracy(model, data, GaussianBlur(s, targets=("fg",)))
+            assert got[(name, "fg_blur", s)]["accuracy"] == pytest.approx(want), (name, s)
+        for e in (0.02, 0.1):
+            # Batches of 10 vs one batch: FGSM's mean loss differs in scale, not in sign.
+            want = direct_accuracy(model, data, FGSM(e, targets=("fg",)))
+            assert got[(name, "fg_fgsm", e)]["accuracy"] == pytest.approx(want), (name, e)
+    # The background-only model does not take the foreground: its accuracy does not move.
+    assert got[("bg_only", "fg_fgsm", 0.1)]["correct"] == got[("bg_only", "clean", 0.0)]["correct"]
+    row = got[("joint", "fg_fgsm", 0.1)]
+    assert row["n"] == 24 and row["ci_low"] <= row["accuracy"] <= row["ci_high"]
+
+
+def test_transfer_attack_uses_the_source_model():
+    data, models = image_data(), image_models()
+    for m in models.values():
+        m.eval()
+        with torch.no_grad():
+            m.fusion.bias.zero_()  # random biases would outweigh the features
+    x = {"fg": data.tensors["fg"], "bg": data.tensors["bg"]}
+    with torch.no_grad():
+        data.labels = models["joint"](x).argmax(1)  # the joint model is right on every clean item
+    sweep = Sweep("fgsm_from_fg", FGSM(targets=("fg",)), [0.03], source="fg_only")
+    rows = robustness_sweep(models, data, [sweep], progress=False)
+    joint = next(r for r in rows if r["model"] == "joint" and r["perturbation"] == "fgsm_from_fg")
+    white_box = direct_accuracy(models["joint"], data, FGSM(0.03, targets=("fg",)))
+    assert joint["accuracy"] > white_box + 0.2  # transferred: weaker than white-box
+    adv = FGSM(0.03, targets=("fg",))(models["fg_only"], {"fg": x["fg"]}, data.labels)
+    with torch.no_grad():
+        want = (models["joint"]({**x, "fg": adv["fg"]}).argmax(1) == data.labels).float().mean()
+    assert joint["accuracy"] == pytest.approx(float(want)) and joint["source"] == "fg_only"
+    with pytest.raises(KeyError, match="source model 'nope'"):
+        robustness_sweep(models, data, [Sweep("x", FGSM(), [0.1], source="nope")], progress=False)
+
+
+def test_fgsm_sweep_takes_one_gradient_for_all_eps():
+    model = image_models()["joint"].eval()
+    x = {k: v for k, v in image_data().tensors.items()}
+    y = image_data().labels
+    attack = FGSM(targets=("fg",))
+    eps = [0.0, 0.01, 0.03, 0.1, 0.3]
+    swept = attack.sweep(model, x, y, eps)
+    assert attack.last_counts["backward"] == 1
+    for e, adv in zip(eps, swept):
+        single = FGSM(e, targets=("fg",))(model, x, y)
+        assert torch.equal(adv["fg"], single["fg"]) and adv["bg"] is x["bg"]
+
+
+def test_feature_shift_of_an_untouched_modality_is_zero():
+    model = image_models()["joint"]
+    shift = feature_shift(model, image_data(), GaussianBlur(2.0, targets=("fg",)))
+    assert shift["bg"]["relative_l2"] == 0.0 and shift["bg"]["cosine_distance"] < 1e-6
+    assert shift["fg"]["relative_l2"] > 0.01
+
+
+def test_feature_space_sweep_on_cached_features():
+    g = torch.Generator().manual_seed(0)
+    feats = FeatureDataset(
+        {"a": torch.randn(50, 128, generator=g)}, torch.zeros(50, dtype=torch.long)
+    )
+    model = FusionModel({"a": {"name": "mlp", "in_dim": 3}}, num_classes=2)
+    rows = robustness_sweep(
+        {"m": model},
+        feats,
+        [Sweep("n", GaussianNoise(targets=("a",), seed=0), [0.0, 10.0])],
+        progress=False,
+    )
+    acc = {r["strength"]: r["accuracy"] for r in rows if r["perturbation"] == "n"}
+    clean = next(r["accuracy"] for r in rows if r["perturbation"] == "clean")
+    assert acc[0.0] == clean and acc[10.0] != clean
+
+
+def test_wilson_interval():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(50, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    assert wilson_interval(100, 100)[1] == pytest.approx(1.0)
