@@ -69,8 +69,11 @@ def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:
     _say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
     rows = robustness_sweep({cfg.name: model}, test, sweeps, cfg.eval.batch_size)
     reliance = {cfg.name: modality_reliance(model, test, cfg.eval.batch_size)}
-    manifest = {"config": cfg.model_dump(mode="json"), "seed": cfg.seed,
-                "class_map": getattr(test, "class_to_index", None)}  # fmt: skip
+    manifest = {
+        "config": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "class_map": getattr(test, "class_to_index", None),
+    }
     return write_report(out / "report", rows, reliance=reliance, manifest=manifest, title=cfg.name)
 
 
@@ -134,8 +137,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{results} not found; run `modfuse eval {run}` first")
     data = read_json(results)
     manifest = read_json(run / "report" / "manifest.json")
-    report = write_report(run / "report", data["rows"], feature_shifts=data["feature_shift"],
-                          reliance=data["reliance"], manifest=manifest)  # fmt: skip
+    report = write_report(
+        run / "report",
+        data["rows"],
+        feature_shifts=data["feature_shift"],
+        reliance=data["reliance"],
+        manifest=manifest,
+    )
     print(report.read_text())
     return 0
 
@@ -143,9 +151,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     import modfuse
 
-    for kind, names in (("encoders", modfuse.list_encoders()), ("fusions", modfuse.list_fusions()),
-                        ("attacks", modfuse.list_attacks()),
-                        ("regularizers", modfuse.list_regularizers())):  # fmt: skip
+    for kind, names in (
+        ("encoders", modfuse.list_encoders()),
+        ("fusions", modfuse.list_fusions()),
+        ("attacks", modfuse.list_attacks()),
+        ("regularizers", modfuse.list_regularizers()),
+    ):
         shown = [f"{n}:<model>" if n == "timm" else n for n in names]
         print(f"{kind:13s} {', '.join(shown)}")
     return 0
@@ -154,7 +165,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="modfuse",
-        description="Multimodal fusion models and their robustness to attacked or missing modalities.",
+        description="Multimodal fusion models and their robustness when a modality is "
+        "attacked, corrupted or missing.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate the experiment a YAML config describes")

@@ -24,8 +24,14 @@ def tiny_config(tmp_path: Path, **change) -> Path:
 def test_run_then_eval_then_report(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", str(tiny_config(tmp_path)), "--out", str(out), "--no-progress"]) == 0
-    for name in ["config.yaml", "model/config.json", "model/model.safetensors",
-                 "report/report.md", "report/results.csv", "report/accuracy_fg_blur.png"]:  # fmt: skip
+    for name in [
+        "config.yaml",
+        "model/config.json",
+        "model/model.safetensors",
+        "report/report.md",
+        "report/results.csv",
+        "report/accuracy_fg_blur.png",
+    ]:
         assert (out / name).is_file(), name
     rows = json.loads((out / "report" / "results.json").read_text())["rows"]
     assert {r["perturbation"] for r in rows} == {"clean", "fg_blur", "fg_fgsm", "image_fgsm"}

@@ -25,8 +25,9 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.train_job", str(run_dir), "--sleep", "0.02"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     latest = run_dir / "checkpoints" / "latest.json"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -49,8 +50,13 @@ def test_kill_and_resume_ends_with_the_same_weights(tmp_path):
 def test_checkpoints_are_safetensors_and_json_only(tmp_path):
     train_job.run(str(tmp_path), epochs=2, resume=False)
     files = {p.name for p in (tmp_path / "checkpoints").rglob("*") if p.is_file()}
-    assert files == {"latest.json", "model.safetensors", "optimizer.safetensors",
-                     "rng.safetensors", "state.json"}  # fmt: skip
+    assert files == {
+        "latest.json",
+        "model.safetensors",
+        "optimizer.safetensors",
+        "rng.safetensors",
+        "state.json",
+    }
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.is_dir()] == ["epoch-0001"]
 
 
@@ -87,8 +93,13 @@ def test_head_trains_on_features_without_encoders():
 def test_penalty_shrinks_the_penalised_branch():
     plain, penalised = head_model(), head_model()
     Trainer(plain, epochs=10, lr=0.05, progress=False).fit(feature_data())
-    Trainer(penalised, epochs=10, lr=0.05, progress=False,
-            regularizers=[ModalityWeightPenalty("fg", alpha=0.5)]).fit(feature_data())  # fmt: skip
+    Trainer(
+        penalised,
+        epochs=10,
+        lr=0.05,
+        progress=False,
+        regularizers=[ModalityWeightPenalty("fg", alpha=0.5)],
+    ).fit(feature_data())
     norm = lambda m, k: m.fusion.branch(k).weight.norm().item()  # noqa: E731
     assert norm(penalised, "fg") < 0.5 * norm(plain, "fg")
 

@@ -36,8 +36,18 @@ def run(run_dir: str, sleep: float = 0.0, resume: bool = True, epochs: int = 4) 
     mlp = {"name": "mlp", "in_dim": 3, "hidden": [16, 8], "dropout": 0.2}
     model = FusionModel({"a": mlp, "b": mlp}, "gated", num_classes=3, fusion_dim=8)
     regs = [Sleep(sleep)] if sleep else []
-    Trainer(model, epochs=epochs, batch_size=32, lr=0.01, seed=7, run_dir=run_dir, progress=False,
-            regularizers=regs, modality_dropout=0.3, workers=0).fit(data(), data(), resume=resume)  # fmt: skip
+    Trainer(
+        model,
+        epochs=epochs,
+        batch_size=32,
+        lr=0.01,
+        seed=7,
+        run_dir=run_dir,
+        progress=False,
+        regularizers=regs,
+        modality_dropout=0.3,
+        workers=0,
+    ).fit(data(), data(), resume=resume)
     return model
 
 
