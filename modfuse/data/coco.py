@@ -195,7 +195,11 @@ class CocoContext(Dataset):
                 f"{img.get('height')}x{img.get('width')}"
             )
         ann = {**ann}
-        mask = torch.from_numpy(self.coco.annToMask({**ann, "image_id": img["id"]})).float()
+        with warnings.catch_warnings():
+            # pycocotools' own NumPy 2 deprecation notice, once per decoded mask.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = self.coco.annToMask({**ann, "image_id": img["id"]})
+        mask = torch.from_numpy(decoded).float()
         mask = mask[None]  # (1, H, W)
         if self.image_size is not None and (h, w) != (self.image_size, self.image_size):
             s = (self.image_size, self.image_size)
