@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import median_seconds  # noqa: E402
+from _timing import interleaved_medians  # noqa: E402
 
 from modfuse import FusionModel  # noqa: E402
 from modfuse.attacks import PGD, TorchAttacksAdapter  # noqa: E402
@@ -26,7 +26,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     import torchattacks
 
@@ -39,8 +39,6 @@ def main() -> None:
 
     ours = PGD(**settings, random_start=False)
     adapter = TorchAttacksAdapter("PGD", target="fg", **settings, random_start=False)
-    t_ours = median_seconds(lambda: ours(model, x, y), args.repeats)
-    t_ta = median_seconds(lambda: adapter(model, x, y), args.repeats)
 
     # Both modalities: torchattacks takes one tensor, so stack fg and bg into one input.
     class Stacked(torch.nn.Module):
@@ -54,8 +52,16 @@ def main() -> None:
     both = PGD(**settings, random_start=False, targets=("fg", "bg"))
     stacked = torchattacks.PGD(Stacked(), **settings, random_start=False)
     cat = torch.cat([x["fg"], x["bg"]], 1)
-    t_both = median_seconds(lambda: both(model, x, y), args.repeats)
-    t_both_ta = median_seconds(lambda: stacked(cat, y), args.repeats)
+    t = interleaved_medians(
+        {
+            "ours": lambda: ours(model, x, y),
+            "ta": lambda: adapter(model, x, y),
+            "both": lambda: both(model, x, y),
+            "both_ta": lambda: stacked(cat, y),
+        },
+        args.repeats,
+    )
+    t_ours, t_ta, t_both, t_both_ta = t["ours"], t["ta"], t["both"], t["both_ta"]
 
     n = args.batch
     print(

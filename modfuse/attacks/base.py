@@ -213,12 +213,13 @@ class Attack:
                 )
             if k not in inputs:
                 raise KeyError(f"target {k!r} missing from the inputs; got {sorted(inputs)}")
+        for k, v in inputs.items():
+            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise ValueError(f"input {k!r} holds NaN or inf values")
         for k in self.targets:
             x = inputs[k]
             if not torch.is_tensor(x) or not x.is_floating_point():
                 raise TypeError(f"target {k!r} must be a floating-point tensor, got {type(x)}")
-            if not bool(torch.isfinite(x).all()):
-                raise ValueError(f"target {k!r} holds NaN or inf values")
             r = self.range_of(k, x)
             if r is not None and x.numel():
                 lo, hi = float(x.min()), float(x.max())
@@ -251,14 +252,21 @@ class Attack:
         """
         self._check(model, inputs, labels)
         was_training = model.training
+        validate = getattr(model, "validate", None)
         if self.model_mode == "eval":
             model.eval()
         try:
             ctx = AttackContext(self, model, inputs, labels, self.generator())
             x = {k: inputs[k].detach().clone() for k in self.targets}
+            if validate:
+                # The inputs were checked above (and by the model, once, in the context):
+                # skip the model's per-call checks inside the attack's loop.
+                model.validate = False
             result = work(ctx, x)
         finally:
             model.train(was_training)
+            if validate is not None:
+                model.validate = validate
         # Work done by the last call, for tests and benchmarks that count model passes.
         self.last_counts = {"forward": ctx.forward_count, "backward": ctx.backward_count}
         return result
