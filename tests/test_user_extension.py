@@ -26,9 +26,11 @@ def test_model_from_user_registered_names(user_module, tmp_path):
     assert isinstance(model.encoders["fg"], user_module.HistogramEncoder)
     assert isinstance(model.fusion, user_module.MaxFusion)
     x = {"fg": torch.rand(2, 3, 16, 16), "bg": torch.rand(2, 3, 16, 16)}
-    loss = torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2]))
-    loss.backward()
-    assert model.encoders["fg"].scale.grad is not None
+    before = model.encoders["fg"].scale.detach().clone()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 2])).backward()
+    optimizer.step()  # one training step moves the user's encoder
+    assert not torch.equal(model.encoders["fg"].scale, before)
 
     model.save(tmp_path / "m")
     model.eval()

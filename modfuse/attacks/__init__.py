@@ -12,6 +12,7 @@ from modfuse.attacks.drop import DropModality
 from modfuse.attacks.fgsm import FGSM
 from modfuse.attacks.noise import GaussianNoise
 from modfuse.attacks.pgd import PGD
+from modfuse.attacks.text import EmbeddingPGD, TokenDrop, TokenSubstitution
 
 __all__ = [
     "FGSM",
@@ -19,8 +20,11 @@ __all__ = [
     "Attack",
     "AttackContext",
     "DropModality",
+    "EmbeddingPGD",
     "GaussianBlur",
     "GaussianNoise",
+    "TokenDrop",
+    "TokenSubstitution",
     "TorchAttacksAdapter",
     "gaussian_blur",
 ]

@@ -144,6 +144,9 @@ class Attack:
     strength_param: str | None = None
     #: Whether ``perturb`` needs gradients of the model.
     uses_gradients: bool = False
+    #: What the targets hold: "real" values (images, audio, features), "integer" ids (tokens),
+    #: or "any" (an attack that only removes inputs).
+    input_kind: str = "real"
 
     def __init__(
         self,
@@ -199,7 +202,12 @@ class Attack:
         labels: torch.Tensor,
         strengths: Sequence[float],
     ) -> list[dict[str, torch.Tensor]]:
-        """The attacked inputs at each strength. Subclasses may share work across strengths."""
+        """The attacked inputs at each strength. Subclasses may share work across strengths.
+
+        An attack without a strength (``DropModality``) gives the same result at every point.
+        """
+        if self.strength_param is None:
+            return [self(model, inputs, labels)] * len(strengths)
         return [self.with_strength(s)(model, inputs, labels) for s in strengths]
 
     def _check(self, model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: Any) -> None:
@@ -218,6 +226,12 @@ class Attack:
                 raise ValueError(f"input {k!r} holds NaN or inf values")
         for k in self.targets:
             x = inputs[k]
+            if self.input_kind == "any":
+                continue
+            if self.input_kind == "integer":
+                if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex():
+                    raise TypeError(f"target {k!r} must be an integer tensor (token ids)")
+                continue
             if not torch.is_tensor(x) or not x.is_floating_point():
                 raise TypeError(f"target {k!r} must be a floating-point tensor, got {type(x)}")
             r = self.range_of(k, x)

@@ -31,6 +31,8 @@ class DropModality(Attack):
         (['fg'], torch.Size([2, 3]))
     """
 
+    input_kind = "any"
+
     def __init__(self, targets: Sequence[str] = ("fg",), **kw) -> None:
         super().__init__(targets, **kw)
 

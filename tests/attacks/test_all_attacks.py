@@ -58,7 +58,18 @@ CASES = [
 
 
 def test_every_registered_attack_is_covered():
-    covered = {"fgsm", "pgd", "blur", "noise", "drop", "torchattacks"}
+    # Text attacks (token ids) are covered in test_text_attacks.py.
+    covered = {
+        "fgsm",
+        "pgd",
+        "blur",
+        "noise",
+        "drop",
+        "torchattacks",
+        "embedding_pgd",
+        "token_substitution",
+        "token_drop",
+    }
     assert set(ATTACKS.names()) <= covered | set(ATTACKS.names("user_*"))
 
 

@@ -1,0 +1,137 @@
+"""Attacks on text: PGD in embedding space, and discrete token substitution and dropping."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+
+from modfuse._registry import register_attack
+from modfuse.attacks.base import Attack, AttackContext, check_non_negative
+from modfuse.attacks.pgd import PGD
+from modfuse.encoders.text import PAD
+
+
+@register_attack("embedding_pgd")
+class EmbeddingPGD(PGD):
+    """PGD on the output of a text encoder's embedding layer, not on the tokens.
+
+    Token ids are discrete, so gradients cannot move them; this attack perturbs the word
+    embeddings ``(B, L, E)`` inside an eps-ball (L2 per sample by default) and returns them
+    in place of the ids. It measures how far the model can be pushed in embedding space: an
+    upper bound on what a word-level attacker achieves, not a realistic text edit (see
+    :class:`TokenSubstitution` for that). The target's encoder needs an ``embed(ids)`` method
+    and must accept embeddings (as :class:`modfuse.encoders.TextCNN` does).
+
+    Args: as :class:`PGD` (``norm`` defaults to ``"l2"``); ``targets`` name text modalities.
+
+    Example:
+        >>> from modfuse import FusionModel
+        >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30, "width": 4}},
+        ...                     num_classes=2)
+        >>> ids = torch.randint(2, 30, (3, 8))
+        >>> adv = EmbeddingPGD(eps=0.5, steps=2, targets=("text",))(model, {"text": ids},
+        ...                                                         torch.tensor([0, 1, 0]))
+        >>> adv["text"].shape, adv["text"].dtype
+        (torch.Size([3, 8, 32]), torch.float32)
+    """
+
+    def __init__(
+        self,
+        eps: float | Mapping[str, float] = 1.0,
+        targets: Sequence[str] = ("text",),
+        norm: str = "l2",
+        **kw,
+    ) -> None:
+        super().__init__(eps=eps, targets=targets, norm=norm, **kw)
+
+    def __call__(self, model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor):
+        embedded = dict(inputs)
+        for k in self.targets:
+            x = inputs[k]
+            if not x.is_floating_point():
+                encoder = model.encoders[k]
+                if not hasattr(encoder, "embed"):
+                    raise TypeError(
+                        f"encoder of {k!r} has no embed(ids); cannot attack its embeddings"
+                    )
+                with torch.no_grad():
+                    embedded[k] = encoder.embed(x)
+        return super().__call__(model, embedded, labels)
+
+
+class _TokenAttack(Attack):
+    strength_param = "rate"
+    input_kind = "integer"
+
+    def __init__(self, rate: float = 0.1, targets: Sequence[str] = ("text",), **kw) -> None:
+        super().__init__(targets, **kw)
+        check_non_negative(rate, "rate")
+        if rate > 1:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        self.rate = rate
+
+    def _hit(self, ctx: AttackContext, ids: torch.Tensor) -> torch.Tensor:
+        """Which real (non-padding) tokens to change: each with probability ``rate``."""
+        draw = torch.rand(ids.shape, generator=ctx.generator).to(ids.device)
+        return (draw < self.rate) & (ids != PAD)
+
+
+@register_attack("token_substitution")
+class TokenSubstitution(_TokenAttack):
+    """Replace each real token, with probability ``rate``, by a random token id.
+
+    Args:
+        rate: Fraction of tokens to replace.
+        vocab_size: Ids are drawn from ``[2, vocab_size)``; default: the target encoder's.
+        targets: Text modalities. Other arguments: see :class:`Attack`.
+
+    Example:
+        >>> from modfuse import FusionModel
+        >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30}}, num_classes=2)
+        >>> ids = torch.randint(2, 30, (4, 50))
+        >>> out = TokenSubstitution(rate=0.5, seed=0)(model, {"text": ids}, torch.zeros(4, dtype=torch.long))
+        >>> 0.3 < (out["text"] != ids).float().mean().item() < 0.6
+        True
+    """
+
+    def __init__(
+        self,
+        rate: float = 0.1,
+        targets: Sequence[str] = ("text",),
+        vocab_size: int | None = None,
+        **kw,
+    ) -> None:
+        super().__init__(rate, targets, **kw)
+        self.vocab_size = vocab_size
+
+    def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = {}
+        for k, ids in x.items():
+            vocab = self.vocab_size or getattr(ctx.model.encoders[k], "vocab_size", None)
+            if vocab is None or vocab < 3:
+                raise ValueError(f"TokenSubstitution needs vocab_size >= 3 for {k!r}, got {vocab}")
+            new = torch.randint(2, vocab, ids.shape, generator=ctx.generator).to(ids.device)
+            out[k] = torch.where(self._hit(ctx, ids), new, ids)
+        return out
+
+
+@register_attack("token_drop")
+class TokenDrop(_TokenAttack):
+    """Replace each real token, with probability ``rate``, by padding (the word is gone).
+
+    Example:
+        >>> from modfuse import FusionModel
+        >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30}}, num_classes=2)
+        >>> ids = torch.randint(2, 30, (2, 40))
+        >>> out = TokenDrop(rate=1.0)(model, {"text": ids}, torch.zeros(2, dtype=torch.long))
+        >>> int(out["text"].abs().sum())
+        0
+    """
+
+    def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            k: torch.where(self._hit(ctx, ids), torch.full_like(ids, PAD), ids)
+            for k, ids in x.items()
+        }
