@@ -91,7 +91,8 @@ class TokenSubstitution(_TokenAttack):
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30}}, num_classes=2)
         >>> ids = torch.randint(2, 30, (4, 50))
-        >>> out = TokenSubstitution(rate=0.5, seed=0)(model, {"text": ids}, torch.zeros(4, dtype=torch.long))
+        >>> attack = TokenSubstitution(rate=0.5, seed=0)
+        >>> out = attack(model, {"text": ids}, torch.zeros(4, dtype=torch.long))
         >>> 0.3 < (out["text"] != ids).float().mean().item() < 0.6
         True
     """

@@ -6,7 +6,6 @@ import math
 import os
 
 import torch
-from torch import nn
 
 from modfuse._registry import register_encoder
 from modfuse.encoders.base import FreezableEncoder

@@ -126,7 +126,8 @@ class TextCNN(FreezableEncoder):
         emb = self.embed(x) if not x.is_floating_point() else x
         if emb.dim() != 3 or emb.shape[-1] != self.embed_dim:
             raise ValueError(
-                f"text input must be ids (B, L) or embeddings (B, L, {self.embed_dim}), got {tuple(x.shape)}"
+                f"text input must be ids (B, L) or embeddings (B, L, {self.embed_dim}), "
+                f"got {tuple(x.shape)}"
             )
         if emb.shape[1] < self.min_len:
             raise ValueError(f"sequences need at least {self.min_len} tokens, got {emb.shape[1]}")
