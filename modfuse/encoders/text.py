@@ -117,9 +117,8 @@ class TextCNN(FreezableEncoder):
         if ids.dtype != torch.long or ids.dim() != 2:
             raise ValueError(f"token ids must be int64 (B, L), got {ids.dtype} {tuple(ids.shape)}")
         if ids.numel() and (ids.min() < 0 or ids.max() >= self.vocab_size):
-            raise ValueError(
-                f"token ids must lie in [0, {self.vocab_size}), got [{int(ids.min())}, {int(ids.max())}]"
-            )
+            lo, hi = int(ids.min()), int(ids.max())
+            raise ValueError(f"token ids must lie in [0, {self.vocab_size}), got [{lo}, {hi}]")
         return self.embedding(ids)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
