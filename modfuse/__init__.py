@@ -1,6 +1,6 @@
 """modfuse: multimodal fusion models and their robustness to attacked or missing modalities.
 
-Example:
+Examples:
     >>> import torch
     >>> from modfuse import FusionModel
     >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, "concat", num_classes=4)

@@ -23,7 +23,7 @@ class Registry(Generic[T]):
     Args:
         kind: What the registry holds, used in error messages ("encoder", "fusion", ...).
 
-    Example:
+    Examples:
         >>> reg = Registry("widget")
         >>> @reg.register("box")
         ... class Box:

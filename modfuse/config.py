@@ -1,6 +1,6 @@
 """Pydantic experiment schema with YAML/JSON in and out: the edge where configs become objects.
 
-Example:
+Examples:
     >>> cfg = ModelConfig(encoders={"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)
     >>> ModelConfig.model_validate(load_yaml_text(to_yaml(cfg))) == cfg
     True

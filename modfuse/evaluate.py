@@ -35,7 +35,7 @@ class Sweep:
         source: Name of another model to compute the perturbation on (transfer); None means
             white-box against each evaluated model itself.
 
-    Example:
+    Examples:
         >>> from modfuse.attacks import GaussianBlur
         >>> Sweep("fg_blur", GaussianBlur(targets=("fg",)), [1, 2, 4]).strengths
         [1, 2, 4]
@@ -57,7 +57,7 @@ class Sweep:
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy ``correct / n``.
 
-    Example:
+    Examples:
         >>> lo, hi = wilson_interval(90, 100)
         >>> round(lo, 3), round(hi, 3)
         (0.826, 0.945)
@@ -142,7 +142,7 @@ def robustness_sweep(
         ``targets``, ``strength``, ``source``, ``correct``, ``n``, ``accuracy``, ``ci_low``,
         ``ci_high``. The first rows are the clean accuracies (perturbation ``"clean"``).
 
-    Example:
+    Examples:
         >>> from modfuse.attacks import GaussianNoise
         >>> from modfuse.data import FeatureDataset
         >>> data = FeatureDataset({"a": torch.randn(20, 128)}, torch.zeros(20, dtype=torch.long))
@@ -297,7 +297,7 @@ def feature_shift(
         ``cosine_distance`` = mean of ``1 - cos(f, f')`` over the data (0 for a modality the
         perturbation leaves alone).
 
-    Example:
+    Examples:
         >>> from modfuse.attacks import GaussianNoise
         >>> from modfuse.data import FeatureDataset
         >>> data = FeatureDataset({"a": torch.randn(8, 4), "b": torch.randn(8, 4)},
@@ -341,7 +341,7 @@ def modality_reliance(
         modality's features are replaced by their mean over the data) and ``norm_share``
         (its fusion branch's share of the branches' L2 norm), plus ``clean_accuracy``.
 
-    Example:
+    Examples:
         >>> from modfuse.data import FeatureDataset
         >>> x = torch.randn(64, 4); y = (x[:, 0] > 0).long()
         >>> data = FeatureDataset({"a": torch.cat([x, torch.zeros(64, 124)], 1),

@@ -47,7 +47,7 @@ class FusionModel(nn.Module):
           "mask": (B, 1, H, W)}`` with views
         - Output: ``(B, num_classes)``
 
-    Example:
+    Examples:
         >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, "concat", num_classes=3)
         >>> x = {"fg": torch.rand(2, 3, 32, 32), "bg": torch.rand(2, 3, 32, 32)}
         >>> model(x).shape
@@ -286,7 +286,7 @@ class HeadView(nn.Module):
     Lets attacks, corruptions and regularizers work in feature space (on cached features):
     ``HeadView(model)(features) == model.fuse(features)``.
 
-    Example:
+    Examples:
         >>> model = FusionModel({"a": {"name": "mlp", "in_dim": 3}}, num_classes=2)
         >>> head = HeadView(model)
         >>> feats = {"a": torch.rand(4, 128)}

@@ -67,7 +67,7 @@ def environment() -> dict[str, Any]:
 def format_strength(attack: str, value: float) -> str:
     """Strengths as people write them: gradient attacks' eps in 1/255 steps, others plain.
 
-    Example:
+    Examples:
         >>> format_strength("FGSM", 8 / 255), format_strength("GaussianBlur", 2.0)
         ('8/255', '2')
     """
@@ -218,7 +218,7 @@ def write_report(
     Returns:
         Path of report.md.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> rows = [{"model": "m", "perturbation": "clean", "attack": "none", "targets": "",
         ...          "strength": 0.0, "source": "", "correct": 9, "n": 10, "accuracy": 0.9,

@@ -79,7 +79,7 @@ class Trainer:
         progress: Show progress bars.
         workers: DataLoader workers (None: the machine's default).
 
-    Example:
+    Examples:
         >>> from modfuse.data import FeatureDataset
         >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
         <...>

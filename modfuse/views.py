@@ -41,7 +41,7 @@ class ContextViews(nn.Module):
         - image: ``(B, C, H, W)``, mask: ``(B, 1, H, W)`` with values in [0, 1]
         - fg, bg: ``(B, C, size, size)``
 
-    Example:
+    Examples:
         >>> views = ContextViews(size=32)
         >>> image = torch.rand(2, 3, 48, 48)
         >>> mask = torch.zeros(2, 1, 48, 48); mask[:, :, 10:30, 12:28] = 1

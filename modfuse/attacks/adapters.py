@@ -39,7 +39,7 @@ class TorchAttacksAdapter(Attack):
         target: The one input key to attack.
         **kwargs: The torchattacks attack's own arguments (``eps``, ``steps``...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)

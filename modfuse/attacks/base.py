@@ -129,7 +129,7 @@ class Attack:
         model_mode: ``"eval"`` runs the model in eval mode during the attack (then restores
             its mode), ``"keep"`` leaves it as it is.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> from modfuse.attacks import FGSM

@@ -29,7 +29,7 @@ def gaussian_blur(
         sigma: One sigma for all, or one per sample ``(B,)``; 0 leaves a sample unchanged.
         truncate: Kernel half-width in sigmas.
 
-    Example:
+    Examples:
         >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1
         >>> y = gaussian_blur(x, 1.0)
         >>> round(float(y.sum()), 4), bool(y[0, 0, 4, 4] < 1)
@@ -95,7 +95,7 @@ class GaussianBlur(Attack):
         truncate: Kernel half-width in sigmas.
         targets: Input keys to blur. Other arguments: see :class:`Attack`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)

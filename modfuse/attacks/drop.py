@@ -20,7 +20,7 @@ class DropModality(Attack):
     Args:
         targets: Modalities to drop. Other arguments: see :class:`Attack`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3,

@@ -18,7 +18,7 @@ class FGSM(Attack):
         eps: L-inf budget, shared or per key (``{"fg": 8/255, "bg": 2/255}``).
         targets: Input keys to attack. Other arguments: see :class:`Attack`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": {"name": "mlp", "in_dim": 4}}, num_classes=2)

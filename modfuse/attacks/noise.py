@@ -20,7 +20,7 @@ class GaussianNoise(Attack):
             dB (``std = rms(x) / 10 ** (snr_db / 20)``), instead of ``std`` (audio style).
         targets: Input keys to corrupt. Other arguments: see :class:`Attack`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": {"name": "mlp", "in_dim": 4}}, num_classes=2)

@@ -32,7 +32,7 @@ class PGD(Attack):
         early_stop: Stop moving a sample once the attack has succeeded on it.
         targets: Input keys to attack. Other arguments: see :class:`Attack`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)

@@ -26,7 +26,7 @@ class EmbeddingPGD(PGD):
 
     Args: as :class:`PGD` (``norm`` defaults to ``"l2"``); ``targets`` name text modalities.
 
-    Example:
+    Examples:
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30, "width": 4}},
         ...                     num_classes=2)
@@ -87,7 +87,7 @@ class TokenSubstitution(_TokenAttack):
         vocab_size: Ids are drawn from ``[2, vocab_size)``; default: the target encoder's.
         targets: Text modalities. Other arguments: see :class:`Attack`.
 
-    Example:
+    Examples:
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30}}, num_classes=2)
         >>> ids = torch.randint(2, 30, (4, 50))
@@ -122,7 +122,7 @@ class TokenSubstitution(_TokenAttack):
 class TokenDrop(_TokenAttack):
     """Replace each real token, with probability ``rate``, by padding (the word is gone).
 
-    Example:
+    Examples:
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30}}, num_classes=2)
         >>> ids = torch.randint(2, 30, (2, 40))

@@ -73,7 +73,7 @@ class FeatureDataset(StackedDataset):
 
     Training and evaluation code treat it as features (the model runs ``fuse`` only).
 
-    Example:
+    Examples:
         >>> data = FeatureDataset({"fg": torch.rand(4, 8)}, torch.tensor([0, 1, 0, 1]))
         >>> len(data), data[1]["fg"].shape, data[1]["label"]
         (4, torch.Size([8]), 1)
@@ -100,7 +100,7 @@ class FeatureCache:
         workers: DataLoader workers (None: :func:`modfuse.data.loader.default_workers`).
         progress: Show a progress bar while extracting.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from modfuse import FusionModel
         >>> data = [{"fg": torch.rand(3, 8, 8), "label": i % 2} for i in range(6)]

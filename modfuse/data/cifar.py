@@ -29,7 +29,7 @@ class CIFAR10Context(Dataset):
         size: Side of the fg / bg views; None keeps 32.
         download: Let torchvision download the files (off by default: no network at run time).
 
-    Example:
+    Examples:
         >>> CIFAR10Context.centre_mask(8, 0.5)[0, 2:6, 2:6].all().item()
         True
     """

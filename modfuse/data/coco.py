@@ -58,7 +58,7 @@ class CocoContext(Dataset):
             COCO images of different sizes); None keeps them as they are.
         views: The front end that makes ``fg`` / ``bg``; default ``ContextViews(size=size)``.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> from modfuse.data.synthetic import make_synthetic_coco
         >>> root = make_synthetic_coco(tempfile.mkdtemp(), n_train=12, n_test=0, size=32)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 def collate_dicts(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch dict samples: tensors are stacked, numbers become tensors, the rest lists.
 
-    Example:
+    Examples:
         >>> batch = collate_dicts([{"x": torch.zeros(2), "label": 1, "id": "a"},
         ...                        {"x": torch.ones(2), "label": 0, "id": "b"}])
         >>> batch["x"].shape, batch["label"].tolist(), batch["id"]
@@ -44,7 +44,7 @@ def collate_dicts(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
 class StackedDataset(Dataset):
     """Samples held as stacked tensors in memory: ``{key: (N, ...)}`` plus ``label`` (N,).
 
-    Example:
+    Examples:
         >>> data = StackedDataset({"fg": torch.zeros(3, 2)}, torch.tensor([0, 1, 1]))
         >>> len(data), data[2]["label"], data[2]["fg"].shape
         (3, 1, torch.Size([2]))
@@ -106,7 +106,7 @@ def make_loader(
 ) -> DataLoader:
     """A DataLoader for dict samples: seeded shuffling, pin_memory only with CUDA.
 
-    Example:
+    Examples:
         >>> data = [{"x": torch.full((2,), float(i)), "label": i} for i in range(5)]
         >>> next(iter(make_loader(data, batch_size=2)))["label"].tolist()
         [0, 1]

@@ -288,7 +288,7 @@ def make_synthetic_coco(
             (else a uniformly drawn other scene); default 0.9.
         seed: The same seed writes the same bytes.
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> root = make_synthetic_coco(tempfile.mkdtemp(), n_train=12, n_test=6, size=32)
         >>> sorted(p.name for p in root.iterdir())

@@ -17,7 +17,7 @@ def mel_filterbank(
 ) -> torch.Tensor:
     """Triangular filters on the HTK mel scale: ``(n_freqs, n_mels)``.
 
-    Example:
+    Examples:
         >>> fb = mel_filterbank(201, 40, 16000)
         >>> fb.shape, bool((fb.sum(0) > 0).all())
         (torch.Size([201, 40]), True)
@@ -54,7 +54,7 @@ class AudioCNN(FreezableEncoder):
         - Input: ``(B, T)`` waveform
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> enc = AudioCNN(sample_rate=8000, n_mels=16, width=8, depth=2)
         >>> enc(torch.randn(2, 4000)).shape
         torch.Size([2, 16])

@@ -27,7 +27,7 @@ class MLPEncoder(FreezableEncoder):
         - Input: ``(B, in_dim)``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> enc = MLPEncoder(in_dim=10, hidden=(32, 16))
         >>> enc(torch.rand(4, 10)).shape
         torch.Size([4, 16])

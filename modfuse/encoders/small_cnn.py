@@ -30,7 +30,7 @@ class SmallCNN(FreezableEncoder):
         - Input: ``(B, in_channels, H, W)``
         - Output: ``(B, out_dim)`` with ``out_dim = width * 2 ** (depth - 1)``
 
-    Example:
+    Examples:
         >>> enc = SmallCNN(width=8, depth=2)
         >>> enc(torch.rand(2, 3, 32, 32)).shape
         torch.Size([2, 16])

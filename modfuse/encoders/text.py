@@ -22,7 +22,7 @@ class SimpleTokenizer:
     Id 0 is padding, 1 is unknown. Any callable ``texts -> LongTensor (B, L)`` can take its
     place, e.g. a Hugging Face tokenizer loaded from a local folder.
 
-    Example:
+    Examples:
         >>> tok = SimpleTokenizer.fit(["a red ball", "a blue box"])
         >>> tok(["a red box", "green"], max_len=4).tolist()
         [[2, 3, 6, 0], [1, 0, 0, 0]]
@@ -83,7 +83,7 @@ class TextCNN(FreezableEncoder):
         - Input: ``(B, L)`` int64 ids, or ``(B, L, embed_dim)`` float embeddings
         - Output: ``(B, width * len(kernel_sizes))``
 
-    Example:
+    Examples:
         >>> enc = TextCNN(vocab_size=50, embed_dim=8, width=4)
         >>> enc(torch.randint(0, 50, (2, 12))).shape
         torch.Size([2, 12])

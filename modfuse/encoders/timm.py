@@ -63,7 +63,7 @@ class TimmEncoder(nn.Module):
         - Input: ``(B, in_chans, H, W)``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> enc = TimmEncoder("resnet18")
         >>> enc(torch.rand(1, 3, 64, 64)).shape
         torch.Size([1, 512])

@@ -28,7 +28,7 @@ class AttentionFusion(Fusion):
         - Input: ``{name: (B, in_dims[name])}``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> fuse = AttentionFusion({"a": 4, "b": 3}, out_dim=8, d_model=16, heads=2)
         >>> fuse({"a": torch.rand(5, 4), "b": torch.rand(5, 3)}).shape
         torch.Size([5, 8])

@@ -27,7 +27,7 @@ class ConcatFusion(Fusion):
         - Input: ``{name: (B, in_dims[name])}``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> fuse = ConcatFusion({"fg": 4, "bg": 3}, out_dim=2)
         >>> fuse({"fg": torch.rand(5, 4), "bg": torch.rand(5, 3)}).shape
         torch.Size([5, 2])

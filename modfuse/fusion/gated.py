@@ -26,7 +26,7 @@ class GatedFusion(Fusion):
         - Input: ``{name: (B, in_dims[name])}``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> fuse = GatedFusion({"a": 4, "b": 3}, out_dim=8)
         >>> fuse({"a": torch.rand(5, 4), "b": torch.rand(5, 3)}).shape
         torch.Size([5, 8])

@@ -40,7 +40,7 @@ class LowRankFusion(Fusion):
         - Input: ``{name: (B, in_dims[name])}``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> fuse = LowRankFusion({"a": 4, "b": 3}, out_dim=8, rank=2)
         >>> fuse({"a": torch.rand(5, 4), "b": torch.rand(5, 3)}).shape
         torch.Size([5, 8])

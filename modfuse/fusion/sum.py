@@ -26,7 +26,7 @@ class SumFusion(Fusion):
         - Input: ``{name: (B, in_dims[name])}``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> fuse = SumFusion({"a": 4, "b": 3}, out_dim=2)
         >>> fuse({"a": torch.rand(5, 4), "b": torch.rand(5, 3)}).shape
         torch.Size([5, 2])

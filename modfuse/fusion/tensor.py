@@ -28,7 +28,7 @@ class TensorFusion(Fusion):
         - Input: ``{name: (B, in_dims[name])}``
         - Output: ``(B, out_dim)``
 
-    Example:
+    Examples:
         >>> fuse = TensorFusion({"a": 4, "b": 3}, out_dim=8, rank_dim=4)
         >>> fuse({"a": torch.rand(5, 4), "b": torch.rand(5, 3)}).shape
         torch.Size([5, 8])

@@ -25,7 +25,7 @@ class ConsistencyRegularizer:
         perturbation: An attack object or an attack spec (``{"name": "noise", "std": 0.1}``).
         beta: Strength.
 
-    Example:
+    Examples:
         >>> from modfuse import FusionModel
         >>> model = FusionModel({"fg": {"name": "mlp", "in_dim": 4}}, num_classes=3)
         >>> reg = ConsistencyRegularizer({"name": "noise", "std": 0.5, "targets": ["fg"]})

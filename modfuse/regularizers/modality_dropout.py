@@ -22,7 +22,7 @@ class ModalityDropout:
         p: Probability of hiding a modality for a sample.
         modalities: Which modalities may be hidden (default: all).
 
-    Example:
+    Examples:
         >>> from modfuse import FusionModel
         >>> mlp = {"name": "mlp", "in_dim": 3}
         >>> model = FusionModel({"a": mlp, "b": mlp}, num_classes=2)

@@ -23,7 +23,7 @@ class ModalityWeightPenalty:
         alpha: Strength.
         p: Norm order; the penalty is ``sum |w|^p`` over the branch's parameters.
 
-    Example:
+    Examples:
         >>> from modfuse import FusionModel
         >>> mlp = {"name": "mlp", "in_dim": 4}
         >>> model = FusionModel({"fg": mlp, "bg": mlp}, num_classes=2)
