@@ -8,7 +8,7 @@ Examples:
     torch.Size([2, 4])
 """
 
-from modfuse import attacks, encoders, fusion, regularizers  # noqa: F401  (registers built-ins)
+from modfuse import attacks, distributed, encoders, fusion, regularizers  # noqa: F401
 from modfuse._registry import (
     ATTACKS,
     ENCODERS,

@@ -67,7 +67,11 @@ def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:
 
     sweeps = [Sweep(s.name, s.attack.as_spec(), s.strengths, s.source) for s in cfg.eval.sweeps]
     _say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
+    from modfuse import distributed
+
     rows = robustness_sweep({cfg.name: model}, test, sweeps, cfg.eval.batch_size)
+    if not distributed.is_main():
+        return out / "report" / "report.md"  # rank 0 writes it
     reliance = {cfg.name: modality_reliance(model, test, cfg.eval.batch_size)}
     manifest = {
         "config": cfg.model_dump(mode="json"),
@@ -78,12 +82,16 @@ def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from modfuse import distributed
     from modfuse.train import Trainer
 
     cfg = load_config(args.config)
+    distributed.init_from_env()  # under torchrun: join the process group
     out = Path(args.out or Path("runs") / cfg.name)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, out / "config.yaml")
+    main = distributed.is_main()  # only rank 0 writes
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
     train, test = build_data(cfg)
     if len(train.classes) != cfg.model.num_classes:
         raise ValueError(
@@ -109,7 +117,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     _say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
     trainer.fit(train, test, resume=args.resume)
-    model.save(out / "model")
+    if main:
+        model.save(out / "model")
     report = _evaluate(cfg, model, test, out)
     _say(f"done; model in {out / 'model'}, report in {report}")
     return 0

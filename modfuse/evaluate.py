@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from modfuse import distributed as dist_utils
 from modfuse._registry import ATTACKS
 from modfuse.data.cache import FeatureDataset, module_hash
 from modfuse.data.loader import make_loader
@@ -135,7 +136,8 @@ def robustness_sweep(
     a ``source`` model (transfer). A model that does not take a perturbation's target (a
     background-only model under a foreground attack) is evaluated on its untouched inputs.
     On a :class:`modfuse.data.FeatureDataset` the models are evaluated on features
-    (perturbations then act in feature space).
+    (perturbations then act in feature space). Under torchrun the items are sharded across
+    ranks and the counts summed, so every rank returns the single-process rows exactly.
 
     Returns:
         One row per (model, perturbation, strength): ``model``, ``perturbation``, ``attack``,
@@ -170,7 +172,11 @@ def robustness_sweep(
     correct = {(n, p, v): 0 for n in wrapped for p, _, v in points}
     total = 0
     memo = _FeatureMemo(wrapped)
-    loader = make_loader(data, batch_size, workers=workers)
+    shard = data
+    if dist_utils.is_distributed():
+        # Each rank evaluates every world_size-th item (no padding); counts are summed below.
+        shard = torch.utils.data.Subset(data, dist_utils.shard_indices(len(data)))
+    loader = make_loader(shard, batch_size, workers=workers)
     try:
         for batch in tqdm(loader, desc="robustness sweep", disable=not progress):
             labels = torch.as_tensor(batch["label"]).long()
@@ -186,6 +192,10 @@ def robustness_sweep(
     finally:
         for n, m in wrapped.items():
             m.train(modes[n])
+    keys = list(correct)
+    summed = dist_utils.all_reduce_sum(torch.tensor([correct[k] for k in keys] + [total]))
+    correct = dict(zip(keys, summed[:-1].tolist()))
+    total = int(summed[-1])
     rows = []
     for p, s, v in points:
         for n in wrapped:

@@ -7,6 +7,7 @@ resumed with ``resume=True`` ends with the same weights as one that was never in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -16,9 +17,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
+from torch import nn
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
+from modfuse import distributed as dist_utils
 from modfuse._registry import ATTACKS, REGULARIZERS
 from modfuse.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors
 from modfuse.data.cache import FeatureDataset
@@ -50,6 +53,33 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict:
+    """Move a batch's tensors to ``device`` (images to channels-last memory if asked)."""
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(device, non_blocking=True)
+            if channels_last and v.dim() == 4:
+                v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    return out
+
+
+class TrainStep(nn.Module):
+    """One training step's forward: batch -> (loss, logits). What DistributedDataParallel wraps,
+    so that gradients of everything the loss touches are averaged across ranks."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__()
+        self.model = trainer.model
+        self._trainer = [trainer]  # a list: not a submodule
+
+    def forward(
+        self, batch: dict[str, Any], on_features: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._trainer[0]._loss(batch, on_features)
+
+
 def batch_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
 
@@ -78,6 +108,16 @@ class Trainer:
         restore_best: At the end, load the weights of the best validation epoch.
         progress: Show progress bars.
         workers: DataLoader workers (None: the machine's default).
+        device: Where to train; None picks this process's GPU if there is one, else the CPU.
+        amp: Mixed precision: forward passes in bfloat16 under ``torch.autocast``.
+        channels_last: Images and convolution weights in channels-last memory (faster CNNs
+            on recent GPUs and CPUs).
+        compile: Run the encoders through ``torch.compile``.
+
+    Under ``torchrun`` (an initialised process group, see :mod:`modfuse.distributed`) the
+    step runs in DistributedDataParallel, each rank reads its shard of every epoch
+    (DistributedSampler, seeded per epoch), validation is sharded with exact counts, and only
+    rank 0 writes checkpoints.
 
     Examples:
         >>> from modfuse.data import FeatureDataset
@@ -108,6 +148,10 @@ class Trainer:
         restore_best: bool = True,
         progress: bool = True,
         workers: int | None = None,
+        device: str | torch.device | None = None,
+        amp: bool = False,
+        channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         if epochs < 1 or batch_size < 1 or lr <= 0:
             raise ValueError(
@@ -139,8 +183,18 @@ class Trainer:
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.restore_best = restore_best
-        self.progress = progress
+        self.progress = progress and dist_utils.is_main()
         self.workers = workers
+        self.device = torch.device(device) if device is not None else dist_utils.device()
+        self.amp = amp
+        self.channels_last = channels_last
+        model.to(self.device)
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        if compile:
+            for encoder in model.encoders.values():
+                # Compile the forward, not the module: state_dict keys stay as they are.
+                encoder.forward = torch.compile(encoder.forward)
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("the model has no trainable parameters")
@@ -156,41 +210,61 @@ class Trainer:
                 feats = r.transform_features(self.model, feats)
         return self.model.fuse(feats)
 
-    def _step(self, batch: dict[str, Any], on_features: bool) -> tuple[float, float]:
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _loss(self, batch: dict[str, Any], on_features: bool) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
         labels = torch.as_tensor(batch["label"]).long()
         inputs = model.select(batch)
-        logits = self._forward(inputs, on_features)
+        with self._autocast():
+            logits = self._forward(inputs, on_features).float()
         loss = F.cross_entropy(logits, labels)
         if self.adversarial is not None:
             target = HeadView(model) if on_features else model
             adv = self.adversarial(target, inputs, labels)
-            adv_loss = F.cross_entropy(self._forward(adv, on_features), labels)
+            with self._autocast():
+                adv_logits = self._forward(adv, on_features).float()
+            adv_loss = F.cross_entropy(adv_logits, labels)
             loss = (1 - self.adversarial_mix) * loss + self.adversarial_mix * adv_loss
         outputs = {"logits": logits, "labels": labels, "inputs": inputs, "on_features": on_features}
         for r in self.regularizers:
             loss = loss + r(model, batch, outputs)
+        return loss, logits
+
+    def _step(
+        self, runner: nn.Module, batch: dict[str, Any], on_features: bool
+    ) -> tuple[float, float]:
+        batch = to_device(batch, self.device, self.channels_last)
+        loss, logits = runner(batch, on_features)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        labels = torch.as_tensor(batch["label"]).long()
         return float(loss.detach()), batch_accuracy(logits.detach(), labels)
 
     def evaluate(self, data: Dataset) -> float:
-        """Accuracy of the model on ``data`` (eval mode, no gradients)."""
+        """Accuracy of the model on ``data`` (eval mode, no gradients; sharded across ranks)."""
         on_features = isinstance(data, FeatureDataset)
+        if dist_utils.is_distributed():
+            data = torch.utils.data.Subset(data, dist_utils.shard_indices(len(data)))
         loader = make_loader(data, self.batch_size, workers=self.workers)
         was_training = self.model.training
         self.model.eval()
-        correct = total = 0
-        with torch.no_grad():
+        counts = torch.zeros(2, dtype=torch.long)  # correct, total
+        with torch.no_grad(), self._autocast():
             for batch in loader:
+                batch = to_device(batch, self.device, self.channels_last)
                 labels = torch.as_tensor(batch["label"]).long()
                 # No regularizer transforms here: modality dropout is for training only.
                 logits = self._eval_logits(batch, on_features)
-                correct += int((logits.argmax(1) == labels).sum())
-                total += len(labels)
+                counts[0] += int((logits.argmax(1) == labels).sum())
+                counts[1] += len(labels)
         self.model.train(was_training)
-        return correct / max(total, 1)
+        counts = dist_utils.all_reduce_sum(counts.to(self.device)).cpu()
+        return int(counts[0]) / max(int(counts[1]), 1)
 
     def _eval_logits(self, batch: dict[str, Any], on_features: bool) -> torch.Tensor:
         inputs = self.model.select(batch)
@@ -202,7 +276,7 @@ class Trainer:
 
     def save_checkpoint(self, epoch: int) -> None:
         """Write epoch ``epoch``'s checkpoint and publish it through ``latest.json``."""
-        if self.run_dir is None:
+        if self.run_dir is None or not dist_utils.is_main():
             return
         root = self._ckpt_root()
         folder = root / f"epoch-{epoch:04d}"
@@ -261,18 +335,37 @@ class Trainer:
         if start == 0:
             torch.manual_seed(self.seed)
             self.history, self.best = [], {"epoch": -1, "val_acc": -1.0}
+        step = TrainStep(self)
+        runner: nn.Module = step
+        sampler = None
+        if dist_utils.is_distributed():
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # On cached features the encoders take no part in the loss.
+            runner = DistributedDataParallel(
+                step, device_ids=ids, find_unused_parameters=on_features
+            )
+            sampler = DistributedSampler(train_data, shuffle=True, seed=self.seed)
         for epoch in range(start, self.epochs):
             t0 = time.perf_counter()
             self.model.train()
             seed = self.seed * 100_003 + epoch  # a fresh, reproducible shuffle per epoch
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             loader = make_loader(
-                train_data, self.batch_size, shuffle=True, seed=seed, workers=self.workers
+                train_data,
+                self.batch_size,
+                shuffle=True,
+                seed=seed,
+                workers=self.workers,
+                sampler=sampler,
             )
             desc = f"epoch {epoch + 1}/{self.epochs}"
             bar = tqdm(loader, desc=desc, disable=not self.progress, leave=False)
             losses, accs, sizes = [], [], []
             for batch in bar:
-                loss, acc = self._step(batch, on_features)
+                loss, acc = self._step(runner, batch, on_features)
                 losses.append(loss)
                 accs.append(acc)
                 sizes.append(len(batch["label"]))
@@ -288,7 +381,7 @@ class Trainer:
             self.history.append(record)
             if val_data is not None and record["val_acc"] > self.best["val_acc"]:
                 self.best = {"epoch": epoch, "val_acc": record["val_acc"]}
-                if self.run_dir is not None:
+                if self.run_dir is not None and dist_utils.is_main():
                     save_tensors(self.run_dir / "best.safetensors", self.model.state_dict())
             self.save_checkpoint(epoch)
         if (

@@ -103,6 +103,7 @@ def make_loader(
     workers: int | None = None,
     seed: int = 0,
     drop_last: bool = False,
+    sampler: Any = None,
 ) -> DataLoader:
     """A DataLoader for dict samples: seeded shuffling, pin_memory only with CUDA.
 
@@ -116,7 +117,8 @@ def make_loader(
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        shuffle=shuffle,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_dicts,
         pin_memory=torch.cuda.is_available(),
