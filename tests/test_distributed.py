@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, GaussianBlur
-from modfuse.data import FeatureDataset, StackedDataset
+from modfuse.data import FeatureCache, FeatureDataset, StackedDataset
 from modfuse.evaluate import Sweep, robustness_sweep
 from modfuse.train import Trainer
 
@@ -50,8 +50,20 @@ def worker(rank: int, world: int, rdv: str, out: str) -> None:
         Trainer(model, epochs=2, batch_size=8, lr=0.05, progress=False, workers=0,
                 device="cpu").fit(feats, feats)  # fmt: skip
         state = {k: v.tolist() for k, v in model.state_dict().items()}
+        models, data, _ = eval_setup()
+        cached = FeatureCache(os.path.join(out, "cache"), batch_size=4, progress=False)
+        feats = cached.features(models["m"], data)
         with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-            json.dump({"rows": rows, "state": state}, f)
+            json.dump(
+                {
+                    "rows": rows,
+                    "state": state,
+                    "computed": cached.computed,
+                    "fg": feats.features["fg"].tolist(),
+                    "labels": feats.labels.tolist(),
+                },
+                f,
+            )
     finally:
         dist.destroy_process_group()
 
@@ -67,6 +79,15 @@ def test_two_ranks_match_one_process_and_stay_in_sync(tmp_path):
             key(r): (r["correct"], r["n"]) for r in single
         }
     assert all(r["n"] == 37 for r in ranks[0]["rows"])
+    # Feature cache: built in shards, gathered, equal to one process's features.
+    single_feats = FeatureCache(tmp_path / "single", progress=False).features(models["m"], data)
+    for r in ranks:
+        assert r["computed"] == ["bg", "fg"]
+        torch.testing.assert_close(
+            torch.tensor(r["fg"]), single_feats.features["fg"], atol=1e-5, rtol=0
+        )
+        assert r["labels"] == single_feats.labels.tolist()
+    assert len(list((tmp_path / "cache").glob("*.safetensors"))) == 2  # written once, by rank 0
     # Training: both ranks end with the same, finite parameters, and they moved.
     fresh, _ = train_setup()
     moved = False

@@ -8,6 +8,7 @@ on read and rebuilt, never used.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -17,9 +18,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 from tqdm.auto import tqdm
 
+from modfuse import distributed as dist_utils
 from modfuse.checkpoint import load_tensors, save_tensors
 from modfuse.data.loader import StackedDataset, make_loader
 
@@ -99,6 +101,10 @@ class FeatureCache:
         batch_size: Batch size of the extraction pass.
         workers: DataLoader workers (None: :func:`modfuse.data.loader.default_workers`).
         progress: Show a progress bar while extracting.
+        amp: Extract in bfloat16 under ``torch.autocast`` (stored as float32).
+
+    Under torchrun each rank extracts its shard of the items and the shards are gathered;
+    rank 0 alone writes the entry.
 
     Examples:
         >>> import tempfile
@@ -119,8 +125,10 @@ class FeatureCache:
         batch_size: int = 64,
         workers: int | None = None,
         progress: bool = True,
+        amp: bool = False,
     ) -> None:
         self.root = Path(root)
+        self.amp = amp
         self.batch_size = batch_size
         self.workers = workers
         self.progress = progress
@@ -199,8 +207,10 @@ class FeatureCache:
             computed, labels = self._extract(model, dataset, todo, perturbation)
             for m in todo:
                 entry = {"features": computed[m], "label": labels}
-                save_tensors(paths[m], entry, {"format": CACHE_FORMAT})
+                if dist_utils.is_main():
+                    save_tensors(paths[m], entry, {"format": CACHE_FORMAT})
                 found[m] = entry
+            dist_utils.barrier()
             self.computed = todo
         labels = found[modalities[0]]["label"]
         return FeatureDataset({m: found[m]["features"] for m in modalities}, labels)
@@ -208,11 +218,18 @@ class FeatureCache:
     def _extract(
         self, model: torch.nn.Module, dataset: Dataset, todo: list[str], perturbation: Any
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        loader = make_loader(dataset, self.batch_size, shuffle=False, workers=self.workers)
+        indices = dist_utils.shard_indices(len(dataset))  # all items in one process
+        shard = dataset if dist_utils.world_size() == 1 else Subset(dataset, indices)
+        loader = make_loader(shard, self.batch_size, shuffle=False, workers=self.workers)
         was_training = model.training
         model.eval()
         out: dict[str, list[torch.Tensor]] = {m: [] for m in todo}
         labels = []
+        autocast = (
+            torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+            if self.amp
+            else contextlib.nullcontext()
+        )
         try:
             bar = tqdm(loader, desc=f"features {','.join(todo)}", disable=not self.progress)
             for batch in bar:
@@ -220,11 +237,33 @@ class FeatureCache:
                 y = torch.as_tensor(batch["label"])
                 if perturbation is not None:
                     inputs = perturbation(model, inputs, y)
-                with torch.no_grad():
+                with torch.no_grad(), autocast:
                     prepared = model.prepare(inputs)
                     for m in todo:
                         out[m].append(model.encoders[m](prepared[m]).float())
                 labels.append(y)
         finally:
             model.train(was_training)
-        return {m: torch.cat(v) for m, v in out.items()}, torch.cat(labels).long()
+        feats = {m: torch.cat(v) for m, v in out.items()}
+        y = torch.cat(labels).long()
+        if dist_utils.world_size() > 1:
+            feats = {m: _gather_shards(f, len(dataset)) for m, f in feats.items()}
+            y = _gather_shards(y, len(dataset))
+        return feats, y
+
+
+def _gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
+    """Reassemble per-rank shards (rank r holds items r, r + W, ...) into all ``n`` items."""
+    import torch.distributed as dist
+
+    world = dist_utils.world_size()
+    size = -(-n // world)  # the largest shard; smaller ones are padded for all_gather
+    padded = local.new_zeros((size, *local.shape[1:]))
+    padded[: len(local)] = local
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    full = local.new_empty((n, *local.shape[1:]))
+    for r, part in enumerate(parts):
+        count = len(range(r, n, world))
+        full[r::world] = part[:count]
+    return full
