@@ -28,10 +28,14 @@ def setup(n: int):
     enc = {"name": "small_cnn", "width": 32, "depth": 3}
     model = FusionModel({"fg": enc, "bg": enc}, num_classes=6).eval()
     g = torch.Generator().manual_seed(0)
-    data = StackedDataset({k: torch.rand(n, 3, 48, 48, generator=g) for k in ("fg", "bg")},
-                          torch.randint(0, 6, (n,), generator=g))  # fmt: skip
-    sweeps = [Sweep("blur", GaussianBlur(targets=("fg",)), [1.0, 2.0, 4.0]),
-              Sweep("fgsm", FGSM(targets=("fg",)), [2 / 255, 8 / 255])]  # fmt: skip
+    data = StackedDataset(
+        {k: torch.rand(n, 3, 48, 48, generator=g) for k in ("fg", "bg")},
+        torch.randint(0, 6, (n,), generator=g),
+    )
+    sweeps = [
+        Sweep("blur", GaussianBlur(targets=("fg",)), [1.0, 2.0, 4.0]),
+        Sweep("fgsm", FGSM(targets=("fg",)), [2 / 255, 8 / 255]),
+    ]
     return {"m": model}, data, sweeps
 
 

@@ -53,13 +53,20 @@ def main() -> None:
         return correct
 
     def ours() -> list[dict]:
-        return robustness_sweep({"m": model}, data, [Sweep("fgsm", FGSM(targets=("fg",)), EPS)],
-                                batch_size=args.batch, progress=False)  # fmt: skip
+        return robustness_sweep(
+            {"m": model},
+            data,
+            [Sweep("fgsm", FGSM(targets=("fg",)), EPS)],
+            batch_size=args.batch,
+            progress=False,
+        )
 
     same = [r["correct"] for r in ours() if r["perturbation"] == "fgsm"] == naive()
     t = interleaved_medians({"naive": naive, "ours": ours}, args.repeats)
-    print(f"FGSM sweep over {len(EPS)} eps, {args.n} images of {args.size}px, 2 x small_cnn, "
-          f"torch threads {torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"FGSM sweep over {len(EPS)} eps, {args.n} images of {args.size}px, 2 x small_cnn, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"naive sweep (attack + score per eps)   {t['naive']:7.3f} s")
     print(f"modfuse robustness_sweep (+ clean)     {t['ours']:7.3f} s")
     print(f"ratio                                  {t['naive'] / t['ours']:7.2f}x")

@@ -55,6 +55,12 @@ class Sweep:
             raise ValueError(f"{type(self.attack).__name__} has no strength to sweep")
 
 
+class SweepResult(list):
+    """The rows of a robustness sweep (a list of dicts), with its sanity ``flags``."""
+
+    flags: list[dict[str, str]]
+
+
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95% Wilson score interval of an accuracy ``correct / n``.
 
@@ -129,7 +135,8 @@ def robustness_sweep(
     batch_size: int = 128,
     progress: bool = True,
     workers: int | None = None,
-) -> list[dict[str, Any]]:
+    sanity: bool = True,
+) -> SweepResult:
     """Accuracy of every model under every perturbation and strength, with 95% intervals.
 
     White-box attacks are computed against each evaluated model itself, unless the sweep names
@@ -138,6 +145,10 @@ def robustness_sweep(
     On a :class:`modfuse.data.FeatureDataset` the models are evaluated on features
     (perturbations then act in feature space). Under torchrun the items are sharded across
     ranks and the counts summed, so every rank returns the single-process rows exactly.
+
+    With ``sanity=True`` the evaluation is checked (:mod:`modfuse.sanity`): accuracy rising
+    with strength, PGD weaker than FGSM, vanishing input gradients, a stochastic model, random
+    noise stronger than a gradient attack. The flags are in the result's ``flags``.
 
     Returns:
         One row per (model, perturbation, strength): ``model``, ``perturbation``, ``attack``,
@@ -177,9 +188,11 @@ def robustness_sweep(
         # Each rank evaluates every world_size-th item (no padding); counts are summed below.
         shard = torch.utils.data.Subset(data, dist_utils.shard_indices(len(data)))
     loader = make_loader(shard, batch_size, workers=workers)
+    first = None
     try:
         for batch in tqdm(loader, desc="robustness sweep", disable=not progress):
             labels = torch.as_tensor(batch["label"]).long()
+            first = first or (batch, labels)
             total += len(labels)
             memo.store.clear()
             for n, model in wrapped.items():
@@ -189,6 +202,7 @@ def robustness_sweep(
                 correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
             for s in perturbations:
                 _sweep_batch(s, wrapped, batch, labels, memo, correct)
+        flags = _sanity(wrapped, perturbations, first) if sanity and first else []
     finally:
         for n, m in wrapped.items():
             m.train(modes[n])
@@ -216,7 +230,31 @@ def robustness_sweep(
                     "ci_high": hi,
                 }
             )
-    return rows
+    result = SweepResult(rows)
+    if sanity:
+        from modfuse.sanity import check_rows, dedupe
+
+        result.flags = [f.as_dict() for f in dedupe(check_rows(rows) + flags)]
+    else:
+        result.flags = []
+    return result
+
+
+def _sanity(models: Mapping[str, torch.nn.Module], sweeps: Sequence[Sweep], first: tuple) -> list:
+    """Probe each model on the first batch (see :func:`modfuse.sanity.check_model`)."""
+    from modfuse.sanity import check_model
+
+    batch, labels = first
+    flags = []
+    for n, model in models.items():
+        flags += check_model(n, model, _inputs_for(model, batch, None), labels)
+        for s in sweeps:
+            if s.attack.uses_gradients and s.source is None and _targets_of(model, s.attack):
+                inputs = _inputs_for(model, batch, s.attack)
+                flags += check_model(
+                    n, model, inputs, labels, [(s.attack, max(s.strengths))], stochastic=False
+                )
+    return flags
 
 
 def _has_views(model: torch.nn.Module) -> bool:

@@ -202,6 +202,7 @@ def write_report(
     group_by: str | None = None,
     title: str = "modfuse robustness report",
     notes: str = "",
+    flags: Sequence[Mapping[str, str]] | None = None,
 ) -> Path:
     """Write results.csv, results.json, report.md, PNG plots and manifest.json to ``out_dir``.
 
@@ -214,6 +215,8 @@ def write_report(
         group_by: A row key that splits tables and plots (e.g. ``"world"``).
         title: The report's heading.
         notes: Markdown placed under the heading.
+        flags: Sanity-check flags; default: the ``flags`` of ``rows`` when it is the result
+            of :func:`modfuse.evaluate.robustness_sweep`.
 
     Returns:
         Path of report.md.
@@ -229,9 +232,15 @@ def write_report(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    flags = list(flags if flags is not None else getattr(rows, "flags", []))
     rows = [dict(r) for r in rows]
     atomic_write_bytes(out / "results.csv", _csv(rows).encode())
-    payload = {"rows": rows, "feature_shift": feature_shifts or {}, "reliance": reliance or {}}
+    payload = {
+        "rows": rows,
+        "feature_shift": feature_shifts or {},
+        "reliance": reliance or {},
+        "flags": flags,
+    }
     atomic_write_json(out / "results.json", payload)
     atomic_write_json(out / "manifest.json", {**(manifest or {}), **environment()})
     plots = (
@@ -240,7 +249,25 @@ def write_report(
     md = [f"# {title}", ""]
     if notes:
         md += [notes, ""]
-    md += ["## Accuracy under perturbation", "", accuracy_tables(rows, group_by), ""]
+    md += ["## Sanity checks", ""]
+    if flags:
+        md += [
+            f"**{len(flags)} flag(s): read these numbers with care.**",
+            "",
+            "| check | model | what was seen | what it means | what to do |",
+            "|---|---|---|---|---|",
+        ]
+        md += [
+            f"| {f['check']} | {f['model']} | {f['detail']} | {f['meaning']} | {f['action']} |"
+            for f in flags
+        ]
+    else:
+        md.append(
+            "No flags: accuracy falls with strength, PGD is at least as strong as FGSM, "
+            "input gradients are alive, the models are deterministic, and random noise "
+            "is weaker than the gradient attacks."
+        )
+    md += ["", "## Accuracy under perturbation", "", accuracy_tables(rows, group_by), ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
     if feature_shifts:
         md += [

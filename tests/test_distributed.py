@@ -47,8 +47,9 @@ def worker(rank: int, world: int, rdv: str, out: str) -> None:
         models, data, sweeps = eval_setup()
         rows = robustness_sweep(models, data, sweeps, batch_size=8, progress=False)
         model, feats = train_setup()
-        Trainer(model, epochs=2, batch_size=8, lr=0.05, progress=False, workers=0,
-                device="cpu").fit(feats, feats)  # fmt: skip
+        Trainer(
+            model, epochs=2, batch_size=8, lr=0.05, progress=False, workers=0, device="cpu"
+        ).fit(feats, feats)
         state = {k: v.tolist() for k, v in model.state_dict().items()}
         models, data, _ = eval_setup()
         cached = FeatureCache(os.path.join(out, "cache"), batch_size=4, progress=False)
