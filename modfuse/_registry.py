@@ -72,7 +72,8 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        return name in self._factories or name.split(":", 1)[0] in self._factories
+        family, sep, variant = name.partition(":")
+        return name in self._factories or bool(sep and variant and family in self._factories)
 
     def get(self, name: str) -> tuple[Callable[..., T], tuple[Any, ...]]:
         """The factory for ``name`` and the positional arguments a ``family:variant`` adds."""

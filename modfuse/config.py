@@ -12,6 +12,7 @@ Examples:
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -58,10 +59,28 @@ class ComponentSpec(BaseModel):
         return self.model_dump(exclude_none=False)
 
 
-def _known(registry: Registry[Any], spec: str | ComponentSpec) -> str | ComponentSpec:
+def _known(
+    registry: Registry[Any], spec: str | ComponentSpec, injected: tuple[str, ...] = ()
+) -> str | ComponentSpec:
+    """Check that ``spec`` names a registered component and its arguments fit its signature.
+
+    ``injected`` names the arguments the library passes itself (a fusion's in_dims, out_dim).
+    """
     name = spec if isinstance(spec, str) else spec.name
     if name not in registry:
         raise ValueError(f"unknown {registry.kind} {name!r}; registered: {registry.names()}")
+    factory, args = registry.get(name)
+    kwargs = (
+        {} if isinstance(spec, str) else {k: v for k, v in spec.as_spec().items() if k != "name"}
+    )
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):
+        return spec  # a factory without a readable signature: checked when built
+    try:
+        signature.bind(*args, **kwargs, **{k: None for k in injected})
+    except TypeError as err:
+        raise ValueError(f"{registry.kind} {name!r}: {err}") from None
     return spec
 
 
@@ -102,7 +121,7 @@ class ModelConfig(BaseModel):
     @field_validator("fusion")
     @classmethod
     def _fusion_known(cls, v: str | ComponentSpec) -> str | ComponentSpec:
-        return _known(FUSIONS, v)
+        return _known(FUSIONS, v, injected=("in_dims", "out_dim"))
 
     def build(self) -> Any:
         """The :class:`modfuse.FusionModel` this config describes."""
@@ -187,10 +206,14 @@ class EvalConfig(BaseModel):
 
 
 class ExperimentConfig(BaseModel):
-    """A whole experiment: data, model, training and evaluation."""
+    """A whole experiment: data, model, training and evaluation.
+
+    ``name`` names the run folder (``runs/<name>``): letters, digits, ``_``, ``.`` and ``-``
+    only, so that a config cannot make the command write outside its run folder.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    name: str = "experiment"
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig

@@ -191,7 +191,11 @@ def robustness_sweep(
     first = None
     try:
         for batch in tqdm(loader, desc="robustness sweep", disable=not progress):
-            labels = torch.as_tensor(batch["label"]).long()
+            labels = torch.as_tensor(batch["label"])
+            for model in wrapped.values():
+                if hasattr(model, "check_labels"):
+                    model.check_labels(labels)  # before any work is spent on the batch
+            labels = labels.long()
             first = first or (batch, labels)
             total += len(labels)
             memo.store.clear()

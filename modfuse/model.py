@@ -203,6 +203,18 @@ class FusionModel(nn.Module):
             if x.is_floating_point():
                 _check_finite(m, x)
 
+    def check_labels(self, labels: torch.Tensor) -> None:
+        """Raise unless ``labels`` are int64-like class indices in ``[0, num_classes)``."""
+        if not torch.is_tensor(labels) or labels.is_floating_point() or labels.dim() != 1:
+            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
+            dtype = labels.dtype if torch.is_tensor(labels) else ""
+            raise ValueError(f"labels must be a 1-D integer tensor, got {dtype} {shape}")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(
+                f"labels must lie in [0, {self.num_classes}) for this model, got "
+                f"[{int(labels.min())}, {int(labels.max())}]"
+            )
+
     # ------------------------------------------------------------------ forward
     def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Features of each modality present in ``inputs``: ``{name: (B, D_m)}``."""
@@ -310,6 +322,9 @@ class HeadView(nn.Module):
 
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.model.fuse(features)
+
+    def check_labels(self, labels: torch.Tensor) -> None:
+        self.model.check_labels(labels)
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.model.fuse(features)

@@ -217,7 +217,9 @@ class Trainer:
 
     def _loss(self, batch: dict[str, Any], on_features: bool) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
-        labels = torch.as_tensor(batch["label"]).long()
+        labels = torch.as_tensor(batch["label"])
+        model.check_labels(labels)
+        labels = labels.long()
         inputs = model.select(batch)
         with self._autocast():
             logits = self._forward(inputs, on_features).float()

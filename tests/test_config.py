@@ -39,6 +39,8 @@ def test_round_trip(tmp_path, suffix):
         (lambda c: c["model"].update(fusion_dim=-4), "fusion_dim"),
         (lambda c: c["model"]["encoders"].update(x="cnn9"), "encoders"),
         (lambda c: c["model"].update(colour="red"), "colour"),
+        (lambda c: c["model"]["encoders"].update(x="mlp"), "missing a required argument: 'in_dim'"),
+        (lambda c: c["model"].update(fusion={"name": "gated", "heads": 4}), "unexpected keyword"),
         (lambda c: c["train"].update(regularizers=[{"name": "nope"}]), "regularizers"),
     ],
 )
@@ -75,3 +77,11 @@ def test_malformed_yaml_is_a_clear_error(tmp_path):
 def test_model_config_rejects_empty_encoders():
     with pytest.raises(ValidationError, match="encoders"):
         ModelConfig(encoders={}, num_classes=2)
+
+
+@pytest.mark.parametrize("name", ["../outside", "/etc/x", "a/b", "..", ""])
+def test_run_name_cannot_escape_the_run_folder(name):
+    data = experiment()
+    data["name"] = name
+    with pytest.raises(ValidationError, match="name"):
+        ExperimentConfig.model_validate(data)

@@ -97,3 +97,25 @@ def test_model_level_errors():
         FusionModel({"a": "small_cnn"}, "nope", num_classes=2)
     with pytest.raises(KeyError, match="unknown encoder 'cnn'"):
         FusionModel({"a": "cnn"}, num_classes=2)
+
+
+def test_labels_out_of_range_are_refused_before_any_work():
+    from modfuse.attacks import FGSM
+    from modfuse.data import StackedDataset
+    from modfuse.evaluate import robustness_sweep
+    from modfuse.train import Trainer
+
+    model = two_modality_model()
+    x = batch(4)
+    bad = torch.tensor([0, 1, 3, 0])  # 3 classes: label 3 does not exist
+    with pytest.raises(
+        ValueError, match=r"labels must lie in \[0, 3\) for this model, got \[0, 3\]"
+    ):
+        FGSM()(model, x, bad)
+    data = StackedDataset(x, bad)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        Trainer(model, epochs=1, progress=False).fit(data)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        robustness_sweep({"m": model}, data, [], progress=False)
+    with pytest.raises(ValueError, match="1-D integer tensor"):
+        model.check_labels(torch.zeros(4))

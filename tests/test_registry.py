@@ -49,6 +49,7 @@ def test_family_variant_names():
     assert reg.create("family:resnet18", scale=2) == ("resnet18", 2)
     assert "family:anything" in reg
     assert "other:x" not in reg
+    assert "family:" not in reg  # a family with no variant is not a name
 
 
 def test_unknown_name_lists_registered_names():

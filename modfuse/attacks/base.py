@@ -242,6 +242,8 @@ class Attack:
                         f"target {k!r} has values in [{lo:.4g}, {hi:.4g}], outside its declared "
                         f"range {r}; scale the input or pass ranges={{{k!r}: (low, high)}}"
                     )
+        if hasattr(model, "check_labels"):
+            model.check_labels(labels)
         batch = inputs[self.targets[0]].shape[0]
         if not torch.is_tensor(labels) or labels.shape != (batch,):
             shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
