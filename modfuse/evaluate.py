@@ -9,9 +9,13 @@ for all its epsilons.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +24,7 @@ from tqdm.auto import tqdm
 
 from modfuse import distributed as dist_utils
 from modfuse._registry import ATTACKS
+from modfuse.checkpoint import atomic_write_json
 from modfuse.data.cache import FeatureDataset, module_hash
 from modfuse.data.loader import make_loader
 from modfuse.model import FusionModel, HeadView
@@ -136,6 +141,7 @@ def robustness_sweep(
     progress: bool = True,
     workers: int | None = None,
     sanity: bool = True,
+    resume_file: str | os.PathLike | None = None,
 ) -> SweepResult:
     """Accuracy of every model under every perturbation and strength, with 95% intervals.
 
@@ -145,6 +151,11 @@ def robustness_sweep(
     On a :class:`modfuse.data.FeatureDataset` the models are evaluated on features
     (perturbations then act in feature space). Under torchrun the items are sharded across
     ranks and the counts summed, so every rank returns the single-process rows exactly.
+
+    With ``resume_file``, the running counts are saved there (atomically) after every batch;
+    a sweep killed midway and started again with the same models, data, perturbations and
+    batch size continues where it stopped and ends with the same rows (for deterministic or
+    seeded perturbations). The file is removed when the sweep completes.
 
     With ``sanity=True`` the evaluation is checked (:mod:`modfuse.sanity`): accuracy rising
     with strength, PGD weaker than FGSM, vanishing input gradients, a stochastic model, random
@@ -189,8 +200,12 @@ def robustness_sweep(
         shard = torch.utils.data.Subset(data, dist_utils.shard_indices(len(data)))
     loader = make_loader(shard, batch_size, workers=workers)
     first = None
+    progress_file = _ResumeFile(resume_file, wrapped, data, perturbations, batch_size)
+    done, total = progress_file.load(correct)
     try:
-        for batch in tqdm(loader, desc="robustness sweep", disable=not progress):
+        for index, batch in enumerate(tqdm(loader, desc="robustness sweep", disable=not progress)):
+            if index < done:
+                continue  # counted before the interruption
             labels = torch.as_tensor(batch["label"])
             for model in wrapped.values():
                 if hasattr(model, "check_labels"):
@@ -206,6 +221,7 @@ def robustness_sweep(
                 correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
             for s in perturbations:
                 _sweep_batch(s, wrapped, batch, labels, memo, correct)
+            progress_file.save(index + 1, correct, total)
         flags = _sanity(wrapped, perturbations, first) if sanity and first else []
     finally:
         for n, m in wrapped.items():
@@ -234,6 +250,7 @@ def robustness_sweep(
                     "ci_high": hi,
                 }
             )
+    progress_file.remove()
     result = SweepResult(rows)
     if sanity:
         from modfuse.sanity import check_rows, dedupe
@@ -259,6 +276,51 @@ def _sanity(models: Mapping[str, torch.nn.Module], sweeps: Sequence[Sweep], firs
                     n, model, inputs, labels, [(s.attack, max(s.strengths))], stochastic=False
                 )
     return flags
+
+
+class _ResumeFile:
+    """Running counts of a sweep, saved after each batch and keyed by what the sweep is."""
+
+    def __init__(self, path: Any, models: Mapping[str, Any], data: Dataset,
+                 sweeps: Sequence[Sweep], batch_size: int) -> None:
+        self.path = Path(path) if path is not None else None
+        if self.path is None:
+            return
+        from modfuse.data.cache import dataset_fingerprint
+
+        what = {
+            "models": {n: module_hash(m) for n, m in models.items()},
+            "data": dataset_fingerprint(data),
+            "sweeps": [[s.name, repr(s.attack), [float(v) for v in s.strengths], s.source]
+                       for s in sweeps],
+            "batch_size": batch_size,
+            "world": dist_utils.world_size(),
+            "rank": dist_utils.rank(),
+        }
+        self.key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+    def load(self, correct: dict) -> tuple[int, int]:
+        """Fill ``correct`` from a matching file; returns (batches done, items counted)."""
+        if self.path is None or not self.path.is_file():
+            return 0, 0
+        try:
+            saved = json.loads(self.path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return 0, 0  # unreadable: start over
+        if saved.get("key") != self.key:
+            return 0, 0  # another sweep's file: start over (it is overwritten)
+        for (n, p, v), c in saved["correct"]:
+            correct[(n, p, float(v))] = c
+        return int(saved["batches"]), int(saved["total"])
+
+    def save(self, batches: int, correct: dict, total: int) -> None:
+        if self.path is not None:
+            atomic_write_json(self.path, {"key": self.key, "batches": batches, "total": total,
+                                          "correct": [[list(k), c] for k, c in correct.items()]})
+
+    def remove(self) -> None:
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
 
 
 def _has_views(model: torch.nn.Module) -> bool:
