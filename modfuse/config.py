@@ -181,6 +181,18 @@ class DataConfig(BaseModel):
     image_size: PositiveInt | None = None
     workers: int | None = Field(None, ge=0)
 
+    @model_validator(mode="after")
+    def _written_root_stays_inside(self) -> DataConfig:
+        # `modfuse run` writes the synthetic world to `root`: keep it inside the working folder.
+        if self.kind == "synthetic":
+            parts = Path(self.root).parts
+            if Path(self.root).is_absolute() or ".." in parts:
+                raise ValueError(
+                    f"data.root {self.root!r}: the synthetic world is written there, so it must "
+                    "be a relative path without '..'"
+                )
+        return self
+
 
 class SweepConfig(BaseModel):
     """One perturbation swept over strengths (see :class:`modfuse.evaluate.Sweep`)."""

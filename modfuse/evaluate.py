@@ -281,8 +281,14 @@ def _sanity(models: Mapping[str, torch.nn.Module], sweeps: Sequence[Sweep], firs
 class _ResumeFile:
     """Running counts of a sweep, saved after each batch and keyed by what the sweep is."""
 
-    def __init__(self, path: Any, models: Mapping[str, Any], data: Dataset,
-                 sweeps: Sequence[Sweep], batch_size: int) -> None:
+    def __init__(
+        self,
+        path: Any,
+        models: Mapping[str, Any],
+        data: Dataset,
+        sweeps: Sequence[Sweep],
+        batch_size: int,
+    ) -> None:
         self.path = Path(path) if path is not None else None
         if self.path is None:
             return
@@ -291,8 +297,9 @@ class _ResumeFile:
         what = {
             "models": {n: module_hash(m) for n, m in models.items()},
             "data": dataset_fingerprint(data),
-            "sweeps": [[s.name, repr(s.attack), [float(v) for v in s.strengths], s.source]
-                       for s in sweeps],
+            "sweeps": [
+                [s.name, repr(s.attack), [float(v) for v in s.strengths], s.source] for s in sweeps
+            ],
             "batch_size": batch_size,
             "world": dist_utils.world_size(),
             "rank": dist_utils.rank(),
@@ -315,8 +322,15 @@ class _ResumeFile:
 
     def save(self, batches: int, correct: dict, total: int) -> None:
         if self.path is not None:
-            atomic_write_json(self.path, {"key": self.key, "batches": batches, "total": total,
-                                          "correct": [[list(k), c] for k, c in correct.items()]})
+            atomic_write_json(
+                self.path,
+                {
+                    "key": self.key,
+                    "batches": batches,
+                    "total": total,
+                    "correct": [[list(k), c] for k, c in correct.items()],
+                },
+            )
 
     def remove(self) -> None:
         if self.path is not None:

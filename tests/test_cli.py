@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,8 +12,9 @@ ROOT = Path(__file__).parents[1]
 
 
 def tiny_config(tmp_path: Path, **change) -> Path:
+    os.chdir(tmp_path)  # the synthetic world is written under the working folder
     cfg = yaml.safe_load((ROOT / "examples" / "configs" / "quick_synthetic.yaml").read_text())
-    cfg["data"].update(root=str(tmp_path / "data"), n_train=60, n_test=30)
+    cfg["data"].update(root="data", n_train=60, n_test=30)
     cfg["train"]["epochs"] = 1
     for key, value in change.items():
         cfg[key] = value
@@ -21,7 +23,8 @@ def tiny_config(tmp_path: Path, **change) -> Path:
     return path
 
 
-def test_run_then_eval_then_report(tmp_path, capsys):
+def test_run_then_eval_then_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
     assert main(["run", str(tiny_config(tmp_path)), "--out", str(out), "--no-progress"]) == 0
     for name in [
@@ -48,7 +51,8 @@ def test_list_shows_registered_components(capsys):
     assert "timm:<model>" in out and "concat" in out and "fgsm" in out and "modality_penalty" in out
 
 
-def test_invalid_config_prints_a_short_error(tmp_path, capsys):
+def test_invalid_config_prints_a_short_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     bad = tiny_config(
         tmp_path, model={"encoders": {"fg": "small_cnn"}, "fusion": "nope", "num_classes": 6}
     )

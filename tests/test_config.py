@@ -85,3 +85,13 @@ def test_run_name_cannot_escape_the_run_folder(name):
     data["name"] = name
     with pytest.raises(ValidationError, match="name"):
         ExperimentConfig.model_validate(data)
+
+
+@pytest.mark.parametrize("root", ["../elsewhere", "/tmp/world", "data/../../x"])
+def test_written_data_root_cannot_escape(root):
+    data = experiment()
+    data["data"] = {"kind": "synthetic", "root": root}
+    with pytest.raises(ValidationError, match="relative path without"):
+        ExperimentConfig.model_validate(data)
+    data["data"]["kind"] = "coco"  # read, not written: any path
+    ExperimentConfig.model_validate(data)
