@@ -192,6 +192,20 @@ def _plot_feature_shift(
     return "feature_shift.png"
 
 
+def _section(title: str, intro: str, columns: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown section: heading, a sentence, and a table."""
+    lines = [
+        f"## {title}",
+        "",
+        intro,
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return lines + [""]
+
+
 def write_report(
     out_dir: str | os.PathLike,
     rows: Sequence[Mapping[str, Any]],
@@ -270,34 +284,29 @@ def write_report(
     md += ["", "## Accuracy under perturbation", "", accuracy_tables(rows, group_by), ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
     if feature_shifts:
-        md += [
-            "## Feature shift",
-            "",
-            "Mean relative L2 distance `||f' - f|| / ||f||` and cosine "
-            "distance between clean and perturbed features, per modality.",
-            "",
-            "| perturbation | modality | relative L2 | cosine distance |",
-            "|---|---|---|---|",
-        ]
-        for label, shift in feature_shifts.items():
-            for m, v in shift.items():
-                md.append(
-                    f"| {label} | {m} | {v['relative_l2']:.4f} | {v['cosine_distance']:.4f} |"
-                )
-        md += ["", f"![feature shift]({_plot_feature_shift(out, feature_shifts)})", ""]
+        md += _section(
+            "Feature shift",
+            "Mean relative L2 distance `||f' - f|| / ||f||` and cosine distance between clean "
+            "and perturbed features, per modality.",
+            ["perturbation", "modality", "relative L2", "cosine distance"],
+            [
+                [label, m, f"{v['relative_l2']:.4f}", f"{v['cosine_distance']:.4f}"]
+                for label, shift in feature_shifts.items()
+                for m, v in shift.items()
+            ],
+        )
+        md += [f"![feature shift]({_plot_feature_shift(out, feature_shifts)})", ""]
     if reliance:
-        md += [
-            "## Modality reliance",
-            "",
-            "Accuracy drop when a modality's features are replaced "
-            "by their mean, and its fusion branch's share of the weight norm.",
-            "",
-            "| model | modality | accuracy drop | weight norm share |",
-            "|---|---|---|---|",
-        ]
-        for model, rel in reliance.items():
-            for m, v in rel.items():
-                md.append(f"| {model} | {m} | {v['accuracy_drop']:.3f} | {v['norm_share']:.3f} |")
-        md.append("")
+        md += _section(
+            "Modality reliance",
+            "Accuracy drop when a modality's features are replaced by their mean, and its "
+            "fusion branch's share of the weight norm.",
+            ["model", "modality", "accuracy drop", "weight norm share"],
+            [
+                [model, m, f"{v['accuracy_drop']:.3f}", f"{v['norm_share']:.3f}"]
+                for model, rel in reliance.items()
+                for m, v in rel.items()
+            ],
+        )
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     return out / "report.md"

@@ -66,20 +66,6 @@ def gaussian_blur(
     y = F.pad(y, (radius, radius, 0, 0), mode="reflect")
     y = F.conv2d(y, k.view(b * c, 1, 1, -1), groups=b * c)
     return y.reshape(b, c, h, w)
-    # One kernel per sample: grouped convolution over (1, B*C, H, W), a group per channel.
-    k = gaussian_kernels(sig.clamp_min(1e-6), radius)  # (B, K)
-    # Cut each kernel at its own radius, so a sample is blurred as if it were alone.
-    own = torch.ceil(truncate * sig).clamp(max=radius)  # (B,)
-    offsets = torch.arange(-radius, radius + 1, device=x.device).abs()  # (K,)
-    k = torch.where(offsets <= own.unsqueeze(1), k, torch.zeros_like(k))
-    k = k / k.sum(dim=1, keepdim=True)  # sigma 0 leaves the centre tap alone: a delta kernel
-    k = k.repeat_interleave(c, dim=0)  # (B*C, K)
-    y = x.reshape(1, b * c, h, w)
-    y = F.pad(y, (0, 0, radius, radius), mode="reflect")
-    y = F.conv2d(y, k.view(b * c, 1, -1, 1), groups=b * c)
-    y = F.pad(y, (radius, radius, 0, 0), mode="reflect")
-    y = F.conv2d(y, k.view(b * c, 1, 1, -1), groups=b * c)
-    return y.reshape(b, c, h, w)
 
 
 @register_attack("blur")

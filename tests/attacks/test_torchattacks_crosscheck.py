@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+import torchattacks  # a dev dependency: the cross-check must run, never skip
 
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, PGD, TorchAttacksAdapter
-
-torchattacks = pytest.importorskip("torchattacks", reason="torchattacks is a dev dependency")
 
 
 @pytest.fixture
