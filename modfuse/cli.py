@@ -21,7 +21,10 @@ from modfuse.config import ExperimentConfig, ValidationError, load_config, save_
 
 
 def _say(msg: str) -> None:
-    print(f"[modfuse {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+    from modfuse import distributed
+
+    if distributed.is_main():  # one voice under torchrun
+        print(f"[modfuse {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:

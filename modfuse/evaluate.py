@@ -203,7 +203,9 @@ def robustness_sweep(
     progress_file = _ResumeFile(resume_file, wrapped, data, perturbations, batch_size)
     done, total = progress_file.load(correct)
     try:
-        for index, batch in enumerate(tqdm(loader, desc="robustness sweep", disable=not progress)):
+        for index, batch in enumerate(
+            tqdm(loader, desc="robustness sweep", disable=not progress or not dist_utils.is_main())
+        ):
             if index < done:
                 continue  # counted before the interruption
             labels = torch.as_tensor(batch["label"])

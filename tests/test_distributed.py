@@ -97,3 +97,43 @@ def test_two_ranks_match_one_process_and_stay_in_sync(tmp_path):
         assert torch.isfinite(a).all() and torch.equal(a, b), k
         moved |= not torch.equal(a, fresh.state_dict()[k])
     assert moved
+
+
+def test_torchrun_runs_the_modfuse_command(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).parents[1]
+    cfg = yaml.safe_load((root / "examples" / "configs" / "quick_synthetic.yaml").read_text())
+    cfg["data"].update(root="data", n_train=60, n_test=30)
+    cfg["train"]["epochs"] = 1
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "modfuse",
+            "run",
+            "cfg.yaml",
+            "--out",
+            "run",
+            "--no-progress",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("done; model in") == 1  # rank 0 alone speaks and writes
+    rows = json.loads((tmp_path / "run" / "report" / "results.json").read_text())["rows"]
+    assert {r["n"] for r in rows} == {30}  # both ranks' shards, counted once
+    FusionModel.load(tmp_path / "run" / "model")
