@@ -201,8 +201,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modfuse`` command; returns the exit code."""
     args = parser().parse_args(argv)
+    from modfuse import distributed
+
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        distributed.shutdown()  # under torchrun: every rank leaves together
+        return code
     except ValidationError as err:
         print(f"modfuse: invalid config:\n{err}", file=sys.stderr)
         return 2

@@ -79,6 +79,14 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def shutdown() -> None:
+    """Wait for every rank, then leave the process group (an exit without this can abort a
+    rank that finishes first, while gloo tears its connections down during interpreter exit)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
