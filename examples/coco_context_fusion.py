@@ -35,6 +35,7 @@ from modfuse import ContextViews, FusionModel
 from modfuse.attacks import FGSM, GaussianBlur
 from modfuse.checkpoint import save_tensors
 from modfuse.data import CocoContext, FeatureCache, StackedDataset
+from modfuse.data.coco import coco_splits
 from modfuse.data.synthetic import make_synthetic_coco
 from modfuse.evaluate import Sweep, feature_shift, modality_reliance, robustness_sweep
 from modfuse.regularizers import ModalityWeightPenalty
@@ -77,18 +78,6 @@ class Settings:
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def world_splits(root: Path, views: ContextViews, categories=None, image_size=None):
-    """(train, test) CocoContext datasets of a COCO-layout folder."""
-    make = lambda split: CocoContext(  # noqa: E731
-        root / f"{split}2017",
-        root / "annotations" / f"instances_{split}2017.json",
-        categories=categories,
-        views=views,
-        image_size=image_size,
-    )
-    return make("train"), make("val")
 
 
 def pretrain_encoder(
@@ -250,7 +239,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             k: {"name": "timm:resnet18", "weights": str(w), "freeze": True}
             for k, w in (("fg", args.fg_weights), ("bg", args.bg_weights))
         }
-        worlds = {"coco": world_splits(args.coco_root, views, args.categories, args.image_size)}
+        worlds = {
+            "coco": coco_splits(
+                args.coco_root, views=views, categories=args.categories, image_size=args.image_size
+            )
+        }
     else:
         views = ContextViews(size=s.size)
         log("writing the synthetic worlds")
@@ -269,7 +262,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 context_purity=s.purity,
                 seed=s.seed + 1,
             )
-            worlds[contexts] = world_splits(root, views)
+            worlds[contexts] = coco_splits(root, views=views)
         pre_data = CocoContext(
             pre / "train2017", pre / "annotations/instances_train2017.json", views=views
         )

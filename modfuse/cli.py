@@ -30,7 +30,8 @@ def _say(msg: str) -> None:
 def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
     """(train, test) datasets for a config."""
     from modfuse import ContextViews
-    from modfuse.data import CIFAR10Context, CocoContext
+    from modfuse.data import CIFAR10Context
+    from modfuse.data.coco import coco_splits
 
     d = cfg.data
     views = (
@@ -50,18 +51,7 @@ def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
             make_synthetic_coco(
                 root, d.n_train, d.n_test, d.size, d.contexts, d.context_purity, cfg.seed
             )
-    splits = []
-    for split in ("train", "val"):
-        splits.append(
-            CocoContext(
-                root / f"{split}2017",
-                root / "annotations" / f"instances_{split}2017.json",
-                categories=d.categories,
-                views=views,
-                image_size=d.image_size,
-            )
-        )
-    return splits[0], splits[1]
+    return coco_splits(root, categories=d.categories, views=views, image_size=d.image_size)
 
 
 def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:

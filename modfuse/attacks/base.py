@@ -32,6 +32,11 @@ def per_key(value: float | Mapping[str, float], key: str, what: str) -> float:
     return float(value)
 
 
+def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``values`` (B,) shaped to broadcast against ``like``: (B, 1, ..., 1)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
 def check_non_negative(value: Any, what: str) -> None:
     """Raise if a strength (or any of its per-key / per-sample values) is negative."""
     values = value.values() if isinstance(value, Mapping) else [value]

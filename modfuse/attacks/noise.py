@@ -7,7 +7,13 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, check_non_negative, per_key
+from modfuse.attacks.base import (
+    Attack,
+    AttackContext,
+    check_non_negative,
+    per_key,
+    per_sample,
+)
 
 
 @register_attack("noise")
@@ -48,7 +54,7 @@ class GaussianNoise(Attack):
         for k, v in x.items():
             noise = torch.randn(v.shape, generator=ctx.generator, dtype=v.dtype).to(v.device)
             if self.snr_db is not None:
-                rms = v.flatten(1).pow(2).mean(1).sqrt().view(-1, *([1] * (v.dim() - 1)))
+                rms = per_sample(v.flatten(1).pow(2).mean(1).sqrt(), v)
                 std: float | torch.Tensor = rms / 10 ** (self.snr_db / 20)
             else:
                 std = per_key(self.std, k, "std")

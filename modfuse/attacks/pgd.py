@@ -8,12 +8,18 @@ from typing import Literal
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, check_non_negative, per_key
+from modfuse.attacks.base import (
+    Attack,
+    AttackContext,
+    check_non_negative,
+    per_key,
+    per_sample,
+)
 
 
 def _per_sample_norm(x: torch.Tensor) -> torch.Tensor:
     """L2 norm of each sample, shaped to broadcast against ``x``: (B, 1, ..., 1)."""
-    return x.flatten(1).norm(dim=1).view(-1, *([1] * (x.dim() - 1)))
+    return per_sample(x.flatten(1).norm(dim=1), x)
 
 
 @register_attack("pgd")
@@ -75,8 +81,7 @@ class PGD(Attack):
             noise = torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1
             return ctx.clamp(k, x + eps * noise.to(x.device))
         direction = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
-        radius = torch.rand(x.shape[0], generator=g, dtype=x.dtype).to(x.device)
-        radius = radius.view(-1, *([1] * (x.dim() - 1)))
+        radius = per_sample(torch.rand(x.shape[0], generator=g, dtype=x.dtype).to(x.device), x)
         return ctx.clamp(k, x + direction / (_per_sample_norm(direction) + 1e-12) * radius * eps)
 
     def _project(self, x: torch.Tensor, adv: torch.Tensor, eps: float) -> torch.Tensor:
@@ -112,7 +117,7 @@ class PGD(Attack):
                 else:
                     step = alpha[k] * g / (_per_sample_norm(g) + 1e-10)
                 if self.early_stop:
-                    step = step * active.to(step.device).view(-1, *([1] * (g.dim() - 1)))
+                    step = step * per_sample(active.to(step.device), g)
                 moved = adv[k] + step
                 adv[k] = ctx.clamp(k, x[k] + self._project(x[k], moved, eps[k]))
         return adv

@@ -28,13 +28,19 @@ from modfuse.data.loader import StackedDataset, make_loader
 CACHE_FORMAT = "modfuse.FeatureCache/1"
 
 
+def _hash_tensor(h: Any, t: torch.Tensor) -> None:
+    """Feed a tensor's dtype, shape and bytes to the hash ``h``."""
+    t = t.detach().cpu().contiguous()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+
+
 def module_hash(module: torch.nn.Module, spec: Any = None) -> str:
     """A hash of a module's spec and every tensor in its state (weights and buffers)."""
     h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
     for name, t in sorted(module.state_dict().items()):
         h.update(name.encode())
-        h.update(str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        _hash_tensor(h, t)
     return h.hexdigest()[:16]
 
 
@@ -42,9 +48,7 @@ def tensor_digest(tensors: Sequence[torch.Tensor]) -> str:
     """A hash of tensors' dtypes, shapes and bytes."""
     h = hashlib.sha256()
     for t in tensors:
-        t = t.detach().cpu().contiguous()
-        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+        _hash_tensor(h, t)
     return h.hexdigest()[:16]
 
 

@@ -22,6 +22,19 @@ from torch.utils.data import Dataset
 from modfuse.views import ContextViews
 
 
+def coco_splits(root: str | os.PathLike, **kwargs: Any) -> tuple[CocoContext, CocoContext]:
+    """The ``train2017`` and ``val2017`` splits of a COCO 2017 layout folder.
+
+    ``kwargs`` go to :class:`CocoContext` (categories, views, image_size...).
+    """
+    root = Path(root)
+    train, val = (
+        CocoContext(root / f"{s}2017", root / "annotations" / f"instances_{s}2017.json", **kwargs)
+        for s in ("train", "val")
+    )
+    return train, val
+
+
 def read_image(path: Path) -> torch.Tensor:
     """An RGB image file as ``(3, H, W)`` float in [0, 1], with an error naming a bad file."""
     try:

@@ -8,41 +8,21 @@ import torch
 from torch import nn
 
 from modfuse._registry import register_encoder
-from modfuse.checkpoint import extract_state_dict, load_tensors
+from modfuse.encoders.base import load_encoder_weights
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a local checkpoint into a timm backbone built with ``num_classes=0``.
 
-    Accepts safetensors and ``.pth`` / ``.pth.tar`` files (read with ``weights_only=True``), a
-    ``state_dict`` wrapper, a ``module.`` prefix (Places365's released ResNets have all three)
-    and a classifier of any size, which is dropped since the encoder has none.
+    Places365's released ResNets (``state_dict`` wrapper, ``module.`` prefix, 365-way ``fc``)
+    load as they are: the classifier is dropped since the encoder has none.
 
     Raises:
-        ValueError: when backbone weights are missing or unknown keys remain; the message lists
-            a few of each.
+        ValueError: when backbone weights are missing, unknown keys remain or shapes differ.
     """
-    state = extract_state_dict(load_tensors(path))
     classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "fc")
     prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
-    own = model.state_dict()
-    dropped = [k for k in state if k not in own and k.startswith(prefixes)]
-    state = {k: v for k, v in state.items() if k not in dropped}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"weights in {path} do not fit this backbone: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
-    bad = [k for k in state if state[k].shape != own[k].shape]
-    if bad:
-        k = bad[0]
-        raise ValueError(
-            f"weights in {path}: shape of {k!r} is {tuple(state[k].shape)}, "
-            f"the backbone expects {tuple(own[k].shape)} ({len(bad)} such keys)"
-        )
-    model.load_state_dict(state)
+    load_encoder_weights(model, path, "this backbone", drop_prefixes=prefixes)
 
 
 @register_encoder("timm")
