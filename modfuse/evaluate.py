@@ -27,6 +27,7 @@ from modfuse._registry import ATTACKS
 from modfuse.checkpoint import atomic_write_json
 from modfuse.data.cache import FeatureDataset, module_hash
 from modfuse.data.loader import make_loader
+from modfuse.devices import model_device, model_dtype, to_model
 from modfuse.model import FusionModel, HeadView
 
 
@@ -85,6 +86,21 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
 
 def _as_model(model: torch.nn.Module, data: Dataset) -> torch.nn.Module:
     return HeadView(model) if isinstance(data, FeatureDataset) else model
+
+
+def _one_placement(models: Mapping[str, torch.nn.Module]) -> torch.nn.Module:
+    """The model whose device and dtype every batch of a joint evaluation goes to.
+
+    Raises:
+        ValueError: the models live on different devices or in different dtypes.
+    """
+    where = {n: (model_device(m), model_dtype(m)) for n, m in models.items()}
+    if len(set(where.values())) > 1:
+        raise ValueError(
+            "models evaluated together must share one device and dtype (batches and "
+            f"features are shared between them); got {where}"
+        )
+    return next(iter(models.values()))
 
 
 class _FeatureMemo:
@@ -185,6 +201,7 @@ def robustness_sweep(
         if s.source is not None and s.source not in models:
             raise KeyError(f"sweep {s.name!r}: source model {s.source!r} not in {sorted(models)}")
     wrapped = {n: _as_model(m, data) for n, m in models.items()}
+    placement = _one_placement(wrapped)
     modes = {n: m.training for n, m in wrapped.items()}
     for m in wrapped.values():
         m.eval()
@@ -208,6 +225,7 @@ def robustness_sweep(
         ):
             if index < done:
                 continue  # counted before the interruption
+            batch = to_model(batch, placement)
             labels = torch.as_tensor(batch["label"])
             for model in wrapped.values():
                 if hasattr(model, "check_labels"):
@@ -403,6 +421,7 @@ def _features(
     labels = []
     try:
         for batch in make_loader(data, batch_size):
+            batch = to_model(batch, model)
             y = torch.as_tensor(batch["label"]).long()
             inputs = _inputs_for(model, batch, perturbation)
             adv = perturbation(model, inputs, y) if perturbation is not None else inputs

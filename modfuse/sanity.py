@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from modfuse.devices import model_device, to_model
+
 #: What each check means and what to do about it.
 CHECKS: dict[str, tuple[str, str]] = {
     "accuracy_rises_with_strength": (
@@ -139,6 +141,8 @@ def check_model(
         []
     """
     flags: list[Flag] = []
+    inputs = to_model(inputs, model)
+    labels = labels.to(model_device(model))
     was_training = model.training
     model.eval()
     try:
@@ -167,7 +171,9 @@ def check_model(
                 grads = torch.autograd.grad(loss, [leaves[t] for t in targets], allow_unused=True)
             for t, g in zip(targets, grads):
                 per_sample = (
-                    g.flatten(1).abs().amax(1) if g is not None else torch.zeros(len(labels))
+                    g.flatten(1).abs().amax(1)
+                    if g is not None
+                    else torch.zeros(len(labels), device=labels.device)
                 )
                 if float((per_sample < 1e-12).float().mean()) > 0.5:
                     flags.append(

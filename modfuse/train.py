@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from modfuse._registry import ATTACKS, REGULARIZERS
 from modfuse.checkpoint import atomic_write_json, load_tensors, read_json, save_tensors
 from modfuse.data.cache import FeatureDataset
 from modfuse.data.loader import make_loader
+from modfuse.devices import autocast, to_model
 from modfuse.model import FusionModel, HeadView
 
 
@@ -53,16 +55,29 @@ def optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def to_device(batch: dict[str, Any], device: torch.device, channels_last: bool = False) -> dict:
-    """Move a batch's tensors to ``device`` (images to channels-last memory if asked)."""
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
+def rng_state() -> dict[str, torch.Tensor]:
+    """The CPU RNG state and, where CUDA is in use, every GPU's, as tensors for a checkpoint."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"cuda.{i}"] = s
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    """Restore what :func:`rng_state` saved (GPU states where this machine has those GPUs)."""
+    torch.set_rng_state(state["torch"])
+    gpus = sorted((k for k in state if k.startswith("cuda.")), key=lambda k: int(k[5:]))
+    cuda = [state[k] for k in gpus]
+    here = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if cuda and len(cuda) != here:
+        warnings.warn(
+            f"the checkpoint holds the RNG state of {len(cuda)} GPUs, this machine uses {here}: "
+            "random draws on the GPU after the resume differ from an uninterrupted run",
+            stacklevel=2,
+        )
+    for i, s in enumerate(cuda[:here]):
+        torch.cuda.set_rng_state(s, i)
 
 
 class TrainStep(nn.Module):
@@ -211,9 +226,7 @@ class Trainer:
         return self.model.fuse(feats)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return autocast(self.model, self.amp)
 
     def _loss(self, batch: dict[str, Any], on_features: bool) -> tuple[torch.Tensor, torch.Tensor]:
         model = self.model
@@ -239,7 +252,7 @@ class Trainer:
     def _step(
         self, runner: nn.Module, batch: dict[str, Any], on_features: bool
     ) -> tuple[float, float]:
-        batch = to_device(batch, self.device, self.channels_last)
+        batch = to_model(batch, self.model, self.channels_last)
         loss, logits = runner(batch, on_features)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -258,7 +271,7 @@ class Trainer:
         counts = torch.zeros(2, dtype=torch.long)  # correct, total
         with torch.no_grad(), self._autocast():
             for batch in loader:
-                batch = to_device(batch, self.device, self.channels_last)
+                batch = to_model(batch, self.model, self.channels_last)
                 labels = torch.as_tensor(batch["label"]).long()
                 # No regularizer transforms here: modality dropout is for training only.
                 logits = self._eval_logits(batch, on_features)
@@ -287,7 +300,7 @@ class Trainer:
         tensors, meta = optimizer_to_tensors(self.optimizer.state_dict())
         save_tensors(folder / "model.safetensors", self.model.state_dict())
         save_tensors(folder / "optimizer.safetensors", tensors)
-        save_tensors(folder / "rng.safetensors", {"torch": torch.get_rng_state()})
+        save_tensors(folder / "rng.safetensors", rng_state())
         state = {
             "epoch": epoch,
             "history": self.history,
@@ -315,7 +328,7 @@ class Trainer:
             load_tensors(folder / "optimizer.safetensors"), state["optimizer"]
         )
         self.optimizer.load_state_dict(opt)
-        torch.set_rng_state(load_tensors(folder / "rng.safetensors")["torch"])
+        set_rng_state(load_tensors(folder / "rng.safetensors"))
         self.history, self.best = state["history"], state["best"]
         return int(state["epoch"]) + 1
 
@@ -386,6 +399,8 @@ class Trainer:
                 if self.run_dir is not None and dist_utils.is_main():
                     save_tensors(self.run_dir / "best.safetensors", self.model.state_dict())
             self.save_checkpoint(epoch)
+        # Rank 0 wrote best.safetensors: every rank waits for it, then restores the same weights.
+        dist_utils.barrier()
         if (
             self.restore_best
             and self.run_dir is not None

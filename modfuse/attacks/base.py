@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modfuse.devices import model_device, to_model
+
 Range = tuple[float, float] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 #: Tolerance for "inside the declared range" (JPEG decoding and resizing round a little).
@@ -271,6 +273,9 @@ class Attack:
         ``x`` holds detached clones of the target tensors. ``__call__`` runs ``perturb`` this
         way; subclasses use it for variants such as a sweep over strengths.
         """
+        inputs = to_model(inputs, model)
+        if torch.is_tensor(labels):
+            labels = labels.to(model_device(model))
         self._check(model, inputs, labels)
         was_training = model.training
         validate = getattr(model, "validate", None)
@@ -299,7 +304,7 @@ class Attack:
 
         def perturb_and_clamp(ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict:
             adv = self.perturb(ctx, x)
-            out = dict(inputs)
+            out = dict(ctx.inputs)  # on the model's device
             for k in self.targets:
                 if k in adv:
                     out[k] = ctx.clamp(k, adv[k].detach())

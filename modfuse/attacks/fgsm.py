@@ -8,6 +8,7 @@ import torch
 
 from modfuse._registry import register_attack
 from modfuse.attacks.base import Attack, AttackContext, check_non_negative, per_key
+from modfuse.devices import to_model
 
 
 @register_attack("fgsm")
@@ -52,6 +53,7 @@ class FGSM(Attack):
         """
         for s in strengths:
             check_non_negative(s, "eps")
+        inputs = to_model(inputs, model)  # untouched keys come back on the model's device
 
         def every_strength(ctx: AttackContext, x: dict[str, torch.Tensor]) -> list[dict]:
             sign = {k: g.sign() for k, g in ctx.gradient(x).items()}

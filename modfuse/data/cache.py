@@ -8,7 +8,6 @@ on read and rebuilt, never used.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 from modfuse import distributed as dist_utils
 from modfuse.checkpoint import load_tensors, save_tensors
 from modfuse.data.loader import StackedDataset, make_loader
+from modfuse.devices import autocast, to_model
 
 CACHE_FORMAT = "modfuse.FeatureCache/1"
 
@@ -229,23 +229,23 @@ class FeatureCache:
         model.eval()
         out: dict[str, list[torch.Tensor]] = {m: [] for m in todo}
         labels = []
-        autocast = (
-            torch.autocast(device_type="cpu", dtype=torch.bfloat16)
-            if self.amp
-            else contextlib.nullcontext()
-        )
+        # A perturbation of a view ("fg") needs the views themselves as inputs; one of the raw
+        # image needs the raw inputs; with none, the model's default (raw when it has views).
+        raw = None if perturbation is None else bool({"image", "mask"} & set(perturbation.targets))
         try:
             bar = tqdm(loader, desc=f"features {','.join(todo)}", disable=not self.progress)
             for batch in bar:
-                inputs = model.select(batch)
+                batch = to_model(batch, model)
+                inputs = model.select(batch, raw=raw)
                 y = torch.as_tensor(batch["label"])
                 if perturbation is not None:
                     inputs = perturbation(model, inputs, y)
-                with torch.no_grad(), autocast:
+                with torch.no_grad(), autocast(model, self.amp):
                     prepared = model.prepare(inputs)
                     for m in todo:
-                        out[m].append(model.encoders[m](prepared[m]).float())
-                labels.append(y)
+                        # Stored on the CPU in float32, whatever the model's device and dtype.
+                        out[m].append(model.encoders[m](prepared[m]).float().cpu())
+                labels.append(y.cpu())
         finally:
             model.train(was_training)
         feats = {m: torch.cat(v) for m, v in out.items()}
