@@ -117,7 +117,7 @@ class FusionModel(nn.Module):
 
         # What save() writes to config.json; None where a component was passed as a module.
         self.spec: dict[str, Any] = {
-            "encoders": {m: _plain(encoders[m]) for m in self.modalities},
+            "encoders": {m: _encoder_spec(encoders[m], self.encoders[m]) for m in self.modalities},
             "fusion": _plain(fusion),
             "num_classes": num_classes,
             "views": views.config() if views is not None else None,
@@ -284,6 +284,16 @@ def _plain(spec: Any) -> Any:
     if isinstance(spec, Mapping):
         return copy.deepcopy(dict(spec))
     return None
+
+
+def _encoder_spec(spec: Any, encoder: nn.Module) -> Any:
+    """The encoder's spec for config.json, with the pixel normalization it resolved (so a saved
+    model keeps the statistics it was built with, whatever timm's defaults become)."""
+    plain = _plain(spec)
+    norm = getattr(encoder, "normalization", None)
+    if plain is None or norm is None:
+        return plain
+    return {**({"name": plain} if isinstance(plain, str) else plain), **norm}
 
 
 def _check_finite(name: str, x: torch.Tensor) -> None:

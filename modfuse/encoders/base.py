@@ -1,12 +1,21 @@
-"""What encoders share: weights from a local file, and freezing."""
+"""What encoders share: weights from a local file, pixel normalization, and freezing."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Sequence
+from typing import Any
 
+import torch
 from torch import nn
 
 from modfuse.checkpoint import extract_state_dict, load_tensors
+
+#: ImageNet's per-channel pixel statistics: what torchvision's and timm's ResNets, and the
+#: Places365 ResNets, were trained on.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def load_encoder_weights(
@@ -39,6 +48,85 @@ def load_encoder_weights(
             f"{what} expects {tuple(own[k].shape)} ({len(bad)} such keys)"
         )
     module.load_state_dict(state)
+
+
+class PixelNormalize(nn.Module):
+    """``(x - mean) / std`` per channel: [0, 1] pixels in, what a pretrained network expects out.
+
+    The statistics are non-persistent buffers: they follow the model's device and dtype but
+    are not part of its weights (they live in the encoder's config instead).
+
+    Args:
+        mean: Per-channel means, or None for no normalization (identity).
+        std: Per-channel standard deviations (all > 0).
+
+    Shape:
+        - Input: ``(B, C, H, W)`` pixels in [0, 1]; output: the same shape.
+
+    Examples:
+        >>> norm = PixelNormalize((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+        >>> norm(torch.ones(1, 3, 2, 2)).unique().tolist()
+        [2.0]
+    """
+
+    def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        super().__init__()
+        self.enabled = mean is not None
+        self._config = (
+            None
+            if mean is None or std is None
+            else {"mean": [float(m) for m in mean], "std": [float(s) for s in std]}
+        )
+        if (mean is None) != (std is None):
+            raise ValueError(f"give both mean and std or neither, got mean={mean}, std={std}")
+        if mean is not None and std is not None:
+            finite = all(math.isfinite(float(v)) for v in (*mean, *std))
+            if len(mean) != len(std) or not finite or any(not float(s) > 0 for s in std):
+                raise ValueError(
+                    f"mean and std need one value per channel and std > 0, got {mean}, {std}"
+                )
+            # (1, C, 1, 1): broadcasts over batch and pixels.
+            self.register_buffer(
+                "mean", torch.tensor([float(m) for m in mean]).view(1, -1, 1, 1), persistent=False
+            )
+            self.register_buffer(
+                "std", torch.tensor([float(s) for s in std]).view(1, -1, 1, 1), persistent=False
+            )
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        channels: int,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        normalize: bool,
+    ) -> PixelNormalize:
+        """The normalization of a timm model: given values, else its ``pretrained_cfg``'s."""
+        if not normalize:
+            return cls(None, None)
+        cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+        mean = tuple(mean if mean is not None else cfg.get("mean", IMAGENET_MEAN))
+        std = tuple(std if std is not None else cfg.get("std", IMAGENET_STD))
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(
+                f"normalization has {len(mean)} means and {len(std)} stds for an input of "
+                f"{channels} channels; pass mean= and std= with {channels} values each"
+            )
+        return cls(mean, std)
+
+    def config(self) -> dict[str, list[float]] | None:
+        """``{"mean": [...], "std": [...]}``, or None when disabled."""
+        return self._config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return x
+        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
+            raise ValueError(
+                f"expected pixels (B, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}"
+            )
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
 
 
 class FreezableEncoder(nn.Module):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from modfuse._registry import register_encoder
-from modfuse.encoders.base import load_encoder_weights
+from modfuse.encoders.base import PixelNormalize, load_encoder_weights
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -38,6 +39,16 @@ class TimmEncoder(nn.Module):
         weights: Path to a safetensors or ``.pth`` / ``.pth.tar`` file, or None for random.
         freeze: Keep the backbone in eval mode with no gradients (feature extractor).
         in_chans: Input channels.
+        mean: Per-channel mean subtracted from the [0, 1] input pixels; default: the model's
+            own ``pretrained_cfg`` mean (ImageNet's for the ResNets, which is also what the
+            Places365 ResNets were trained with).
+        std: Per-channel standard deviation the pixels are divided by; default: the model's.
+        normalize: False feeds the pixels to the network as they come (a backbone trained on
+            [0, 1] pixels).
+
+    Inputs are always [0, 1] pixels: the normalization is the first step of ``forward``, so
+    attacks, blur, clamping and eps stay in pixel units (as RobustBench's models do). The
+    resolved ``mean`` / ``std`` are in ``normalization`` and saved with the model's config.
 
     Shape:
         - Input: ``(B, in_chans, H, W)``
@@ -55,6 +66,9 @@ class TimmEncoder(nn.Module):
         weights: str | os.PathLike | None = None,
         freeze: bool = False,
         in_chans: int = 3,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        normalize: bool = True,
     ) -> None:
         super().__init__()
         import timm
@@ -67,6 +81,8 @@ class TimmEncoder(nn.Module):
         )
         if weights is not None:
             load_backbone_weights(self.model, weights)
+        self.pixels = PixelNormalize.for_model(self.model, in_chans, mean, std, normalize)
+        self.normalization = self.pixels.config() if normalize else None
         self.out_dim: int = int(self.model.num_features)
         self.input_shape: tuple[int | None, ...] = (in_chans, None, None)
         self.frozen = freeze
@@ -80,4 +96,4 @@ class TimmEncoder(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.model(self.pixels(x))
