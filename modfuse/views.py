@@ -20,6 +20,11 @@ from torchvision.ops import roi_align
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 
 
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for low-precision tensors (resampling kernels lack them), else their own."""
+    return x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+
+
 class ContextViews(nn.Module):
     """Split ``{"image", "mask"}`` into ``{"fg": object crop, "bg": scene without the object}``.
 
@@ -93,26 +98,33 @@ class ContextViews(nn.Module):
         return torch.tensor(IMAGENET_MEAN, dtype=image.dtype, device=image.device).view(1, 3, 1, 1)
 
     def boxes(self, mask: torch.Tensor) -> torch.Tensor:
-        """Square crop boxes around each mask, ``(B, 5)`` rows of ``(index, x1, y1, x2, y2)``.
+        """Square crop boxes around each mask, ``(B, 5)`` float32 rows of
+        ``(index, x1, y1, x2, y2)`` in pixel-edge coordinates. An empty mask gives the whole
+        image.
 
-        An empty mask gives the whole image.
+        Always float32, whatever the mask's dtype: bfloat16 has 8 bits of mantissa, so it would
+        round pixel coordinates above 256 (and batch indices above 256) to even numbers. One
+        vectorized pass, no per-sample host synchronisation.
         """
         b, _, h, w = mask.shape
-        rows = []
         on = mask.detach()[:, 0] > 0.5  # (B, H, W)
-        for i in range(b):
-            ys = torch.nonzero(on[i].any(dim=1)).flatten()
-            xs = torch.nonzero(on[i].any(dim=0)).flatten()
-            if len(ys) == 0:
-                rows.append([i, 0.0, 0.0, float(w), float(h)])
-                continue
-            # Pixel i covers [i, i + 1): the box spans first..last + 1.
-            x1, x2 = float(xs[0]), float(xs[-1]) + 1
-            y1, y2 = float(ys[0]), float(ys[-1]) + 1
-            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-            side = max(x2 - x1, y2 - y1) * (1 + self.margin)
-            rows.append([i, cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2])
-        return torch.tensor(rows, dtype=mask.dtype, device=mask.device)
+        rows, cols = on.any(dim=2), on.any(dim=1)  # (B, H), (B, W)
+        ys = torch.arange(h, dtype=torch.float32, device=mask.device)
+        xs = torch.arange(w, dtype=torch.float32, device=mask.device)
+        inf = torch.tensor(float("inf"), device=mask.device)
+        # Pixel i covers [i, i + 1): the box spans first..last + 1.
+        y1 = torch.where(rows, ys, inf).amin(dim=1)
+        y2 = torch.where(rows, ys, -inf).amax(dim=1) + 1
+        x1 = torch.where(cols, xs, inf).amin(dim=1)
+        x2 = torch.where(cols, xs, -inf).amax(dim=1) + 1
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        half = torch.maximum(x2 - x1, y2 - y1) * (1 + self.margin) / 2
+        square = torch.stack([cx - half, cy - half, cx + half, cy + half], dim=1)  # (B, 4)
+        whole = torch.tensor([0.0, 0.0, float(w), float(h)], device=mask.device)
+        present = rows.any(dim=1, keepdim=True)  # (B, 1)
+        square = torch.where(present, square, whole)
+        index = torch.arange(b, dtype=torch.float32, device=mask.device)[:, None]
+        return torch.cat([index, square], dim=1)  # (B, 5)
 
     def region(self, mask: torch.Tensor) -> torch.Tensor:
         """The area hidden from the background view, ``(B, 1, H, W)``.
@@ -123,9 +135,9 @@ class ContextViews(nn.Module):
         if self.hide == "mask":
             return mask
         b, _, h, w = mask.shape
-        boxes = self.boxes(mask)[:, 1:]  # (B, 4): x1, y1, x2, y2 in pixel-edge coordinates
-        xs = torch.arange(w, dtype=mask.dtype, device=mask.device) + 0.5  # pixel centres
-        ys = torch.arange(h, dtype=mask.dtype, device=mask.device) + 0.5
+        boxes = self.boxes(mask)[:, 1:]  # (B, 4) float32: x1, y1, x2, y2
+        xs = torch.arange(w, dtype=torch.float32, device=mask.device) + 0.5  # pixel centres
+        ys = torch.arange(h, dtype=torch.float32, device=mask.device) + 0.5
         inside_x = (xs >= boxes[:, 0:1]) & (xs <= boxes[:, 2:3])  # (B, W)
         inside_y = (ys >= boxes[:, 1:2]) & (ys <= boxes[:, 3:4])  # (B, H)
         empty = ~(mask.detach() > 0.5).flatten(1).any(1)  # an empty mask hides nothing
@@ -133,13 +145,20 @@ class ContextViews(nn.Module):
         return region[:, None].to(mask.dtype)
 
     def crop(self, x: torch.Tensor, boxes: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-        """Crop ``boxes`` out of ``x`` and resize; outside the image reads as ``background``."""
+        """Crop ``boxes`` out of ``x`` and resize; outside the image reads as ``background``.
+
+        Low-precision inputs (bfloat16, float16) are cropped in float32, with float32 boxes,
+        and the crop cast back: roi_align needs the two in one dtype, and on the CPU has no
+        bfloat16 kernel.
+        """
         h, w = x.shape[-2:]
         out_size = (self.size, self.size) if self.size else (h, w)
+        work = _work_dtype(x)
         # roi_align samples zeros outside the image: crop (x - background) and add it back.
         # Adaptive sampling: one sample per output pixel at 1:1, more when shrinking (antialias).
-        shifted = roi_align(x - background, boxes, out_size, sampling_ratio=-1, aligned=True)
-        return shifted + background
+        shifted = (x - background).to(work)
+        crop = roi_align(shifted, boxes.to(work), out_size, sampling_ratio=-1, aligned=True)
+        return crop.to(x.dtype) + background
 
     def fg_mask(self, mask: torch.Tensor) -> torch.Tensor:
         """The mask in the coordinates of the foreground view, ``(B, 1, size, size)``."""
@@ -163,10 +182,10 @@ class ContextViews(nn.Module):
         bg = image * (1 - hidden) + fill * hidden
         if self.size is not None and bg.shape[-2:] != (self.size, self.size):
             bg = F.interpolate(
-                bg,
+                bg.to(_work_dtype(bg)),  # no antialiased bfloat16 kernel on the CPU
                 size=(self.size, self.size),
                 mode="bilinear",
                 align_corners=False,
                 antialias=True,
-            )
+            ).to(bg.dtype)
         return {"fg": fg, "bg": bg}

@@ -81,3 +81,27 @@ def test_bad_arguments():
         ContextViews()(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
     with pytest.raises(ValueError, match="differ in batch or size"):
         ContextViews()(torch.rand(1, 3, 8, 8), torch.rand(1, 1, 9, 9))
+
+
+def test_boxes_are_float32_and_exact_for_a_512px_bfloat16_batch():
+    # bfloat16 holds 8 bits of mantissa: 401 would round to 400 and 459 to 460.
+    mask = torch.zeros(3, 1, 512, 512)
+    mask[0, :, 301:359, 401:459] = 1  # odd coordinates above 256
+    mask[1, :, 3:9, 500:511] = 1
+    views = ContextViews(size=64, margin=0.0)
+    want = views.boxes(mask)
+    got = views.boxes(mask.bfloat16())
+    assert got.dtype == torch.float32
+    assert torch.equal(got, want)
+    assert want[0].tolist() == [0.0, 401.0, 301.0, 459.0, 359.0]
+    assert want[2].tolist() == [2.0, 0.0, 0.0, 512.0, 512.0]  # empty mask: the whole image
+    torch.manual_seed(0)
+    image = torch.rand(3, 3, 512, 512)
+    full = views(image, mask)
+    half = views(image.bfloat16(), mask.bfloat16())
+    assert half["fg"].dtype == torch.bfloat16 and half["bg"].dtype == torch.bfloat16
+    for k in ("fg", "bg"):  # the same crop, up to bfloat16's rounding of the pixels
+        torch.testing.assert_close(half[k].float(), full[k], atol=2e-2, rtol=0)
+    hidden = views.region(mask.bfloat16())
+    assert torch.equal(hidden.float(), views.region(mask))
+    assert hidden[0, 0, 301:359, 401:459].all() and not hidden[0, 0, 300, 400]
