@@ -6,10 +6,12 @@ Legacy ``.pth`` / ``.pth.tar`` files (torchvision, Places365) are read only thro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
 import tempfile
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,14 +71,73 @@ def save_tensors(
         raise
 
 
+def _numpy_scalar_globals() -> list[Any]:
+    """What torch's weights-only unpickler needs to rebuild a numpy scalar, and nothing more.
+
+    Old training scripts stored metrics such as ``best_prec1`` as numpy scalars, pickled as
+    ``scalar(dtype, raw_bytes)`` with the dtype rebuilt by ``numpy.dtype(...)`` + ``BUILD``.
+    Only plain bool and numeric dtypes may be built (no object or structured dtypes), and
+    ``scalar`` of those only copies bytes: nothing here can run code.
+    """
+    try:
+        import numpy as np
+    except ImportError:
+        return []
+    try:
+        from numpy._core.multiarray import scalar  # numpy >= 2
+    except ImportError:
+        from numpy.core.multiarray import scalar
+    dtype_classes = dict.fromkeys(type(np.dtype(c)) for c in "?bhilqBHILQefd")
+    return [
+        (scalar, "numpy.core.multiarray.scalar"),  # the name Python 2 and numpy 1 wrote
+        (scalar, "numpy._core.multiarray.scalar"),  # the name numpy 2 writes
+        (np.dtype, "numpy.dtype"),
+        *dtype_classes,
+    ]
+
+
+def _scoped_safe_globals(extra: list[Any]) -> contextlib.AbstractContextManager[Any]:
+    # Allow-listed for this call only; entries the user allowed globally stay allowed on exit.
+    serialization = torch.serialization
+    if not hasattr(serialization, "safe_globals"):  # torch < 2.5: no scoped allow-list
+        return contextlib.nullcontext()
+    already = serialization.get_safe_globals()
+    return serialization.safe_globals([g for g in extra if g not in already])
+
+
+def _torch_load_weights_only(path: Path) -> Any:
+    with warnings.catch_warnings():
+        # torch warns that pickle_load_args are ignored with weights_only=True, yet it hands
+        # `encoding` to its weights-only unpickler (tests/encoders/test_places365_legacy.py).
+        warnings.filterwarnings("ignore", message="pickle_load_args only works")
+        with _scoped_safe_globals(_numpy_scalar_globals()):
+            # latin1 decodes only Python 2 `str` pickles (SHORT_BINSTRING): Python 3 writes
+            # text as UTF-8 BINUNICODE and bytes via `_codecs.encode`, which ignore it. It maps
+            # each byte to one code point, so it never fails, and it is the encoding numpy
+            # turns a Python 2 scalar's raw bytes back with; UTF-8 (torch's default) fails on
+            # such bytes, or worse, silently changes those that happen to be valid UTF-8.
+            return torch.load(path, map_location="cpu", weights_only=True, encoding="latin1")
+
+
+def _unpickler_reason(err: pickle.UnpicklingError) -> str:
+    # torch re-raises its unpickler's error `from None` inside a long help text that suggests
+    # allow-listing the refused global; keep the unpickler's own first sentence only.
+    inner = err.__context__ if isinstance(err.__context__, pickle.UnpicklingError) else err
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    return lines[0].split(" Please use")[0] if lines else type(err).__name__
+
+
 def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
     """Load tensors from a safetensors file or a legacy ``.pth`` / ``.pth.tar`` file.
 
     A legacy file is read with ``torch.load(weights_only=True)``; one that holds anything but
-    tensors and plain containers (e.g. code hidden in a pickle) is refused.
+    tensors, plain containers and numpy scalars (e.g. code hidden in a pickle) is refused.
+    Files written by Python 2 (the released Places365 ResNets) load too: their ``str`` values
+    are read as latin1, as torch documents for such files.
 
     Returns:
-        The file's top-level mapping (for legacy files it may nest, e.g. ``{"state_dict": ...}``).
+        The file's top-level mapping (for legacy files it may nest, e.g. ``{"state_dict": ...}``,
+        and hold metadata such as ``{"epoch": 90, "best_prec1": numpy.float64(...)}``).
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -91,15 +152,27 @@ def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
         except Exception as err:  # safetensors raises its own error types
             raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        obj = _torch_load_weights_only(path)
     except pickle.UnpicklingError as err:
+        reason = _unpickler_reason(err)
+        if reason == f"Unsupported operand {pickle.BINSTRING[0]}":
+            raise ValueError(
+                f"cannot read {path} safely: it holds a Python 2 string of 256 bytes or more "
+                "(pickle opcode BINSTRING), which torch's weights-only reader does not support; "
+                "expected tensors, plain containers and short strings. Re-save it as "
+                "safetensors (or as a plain state_dict) with a loader you trust."
+            ) from err
         raise ValueError(
-            f"refusing to load {path}: it holds objects other than tensors and plain "
-            "containers (a pickle that could run code). Re-save it as safetensors, or "
-            f"as a plain state_dict. torch said: {str(err).splitlines()[0]}"
+            f"refusing to load {path}: it holds objects other than tensors, plain containers "
+            "and numpy scalars (a pickle that could run code). Re-save it as safetensors, or "
+            f"as a plain state_dict. torch said: {reason}"
         ) from err
-    except (RuntimeError, EOFError) as err:
-        raise ValueError(f"{path} is not a readable weights file: {err}") from err
+    except OSError:
+        raise
+    except Exception as err:  # a damaged file fails anywhere in torch's or numpy's readers
+        raise ValueError(
+            f"{path} is not a readable weights file: {type(err).__name__}: {err}"
+        ) from err
     if isinstance(obj, torch.Tensor) or not isinstance(obj, Mapping):
         raise ValueError(f"{path} holds a {type(obj).__name__}; expected a dict of tensors")
     return dict(obj)

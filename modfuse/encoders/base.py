@@ -33,7 +33,9 @@ def load_encoder_weights(
     state = extract_state_dict(load_tensors(path))
     own = module.state_dict()
     state = {k: v for k, v in state.items() if k in own or not k.startswith(drop_prefixes)}
-    missing = sorted(set(own) - set(state))
+    # Checkpoints from before torch 0.4.1 (the released Places365 ResNets) have no BatchNorm
+    # `num_batches_tracked`: load_state_dict sets it, as for any state dict without _metadata.
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(
@@ -127,6 +129,28 @@ class PixelNormalize(nn.Module):
                 f"expected pixels (B, {self.mean.shape[1]}, H, W), got {tuple(x.shape)}"
             )
         return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+def is_frozen(encoder: nn.Module) -> bool:
+    """Whether training cannot change an encoder's features, so they can be cached once.
+
+    True when no parameter takes gradients and the encoder stays in eval mode when put in
+    training mode (no BatchNorm statistics that move, no dropout that draws), as
+    ``freeze=True`` encoders do. Its mode is restored.
+
+    Examples:
+        >>> from modfuse.encoders.small_cnn import SmallCNN
+        >>> is_frozen(SmallCNN(width=4, freeze=True)), is_frozen(SmallCNN(width=4))
+        (True, False)
+    """
+    if any(p.requires_grad for p in encoder.parameters()):
+        return False
+    was_training = encoder.training
+    try:
+        encoder.train()
+        return not any(m.training for m in encoder.modules())
+    finally:
+        encoder.train(was_training)
 
 
 class FreezableEncoder(nn.Module):
