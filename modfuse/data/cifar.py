@@ -19,8 +19,12 @@ class CIFAR10Context(Dataset):
 
     CIFAR has no instance masks. Its objects are roughly centred, so a centre box of
     ``box_fraction`` of the side stands in for the object: a coarse split that leaves some
-    object pixels in the background and some context in the foreground. Results on CIFAR
-    therefore understate the gap between foreground and context; prefer COCO masks when you can.
+    context in the foreground and, above all, object pixels (whatever of the object reaches
+    past the box) in the background. The background view therefore partly shows the object:
+    a background-only model scores above what context alone allows, and a joint model's
+    robustness to foreground attacks is inflated (overstated), since its "context" branch
+    still sees the object. Report the background-only accuracy next to such results (the
+    CIFAR example does) and prefer COCO masks when you can.
 
     Args:
         root: Folder that holds (or will hold) ``cifar-10-batches-py/``.
