@@ -11,7 +11,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -20,6 +20,9 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from modfuse.views import ContextViews
+
+#: What ``CocoContext(hide_instances=...)`` paints over besides the item itself.
+HIDE_INSTANCES = ("category", "item", "all")
 
 
 def coco_splits(root: str | os.PathLike, **kwargs: Any) -> tuple[CocoContext, CocoContext]:
@@ -57,8 +60,21 @@ class CocoContext(Dataset):
     image-level scene label of the synthetic world, -1 where there is none).
 
     Masks are decoded by pycocotools: polygons, uncompressed and compressed RLE. Crowd
-    annotations are skipped. Per-item problems (a missing image file, an annotation naming an
-    unknown image or category) are skipped and counted in ``skipped``, never given a label.
+    annotations are never items. Per-item problems (a missing image file, an annotation naming
+    an unknown image or category) are skipped and counted in ``skipped``, never given a label.
+
+    Real images often hold several instances of the item's class; the background view would
+    show the others and give the class away. ``hide_instances`` paints them over in the
+    returned ``image`` itself (so the ``bg`` view and attacks on the raw image see the same
+    scene), each by the views' own hide rule (its square box for ``hide="box"``, its mask
+    for ``"mask"``) in the views' fill colour: ``"category"`` (default) every other
+    annotation of the item's category in that image, crowd regions included (they are object
+    pixels too); ``"all"`` every other annotation of any category; ``"item"`` none (only the
+    item is hidden, by the views). The item's own mask pixels are never painted, even where
+    another instance's box covers them, so the ``fg`` view keeps the whole item (with
+    ``fg_mode="box"`` the crop shows the painted neighbours as fill). Painting happens on the
+    decoded image, before the resize to ``image_size``, so no pixel of a hidden instance
+    enters the resize's averaging.
 
     Args:
         image_dir: Folder of images, e.g. ``coco/train2017``.
@@ -70,6 +86,8 @@ class CocoContext(Dataset):
         image_size: Resize the raw image and mask to this square side (needed to batch real
             COCO images of different sizes); None keeps them as they are.
         views: The front end that makes ``fg`` / ``bg``; default ``ContextViews(size=size)``.
+        hide_instances: Other instances painted over in the image: ``"category"`` (those of
+            the item's category), ``"all"`` (every other annotation) or ``"item"`` (none).
 
     Examples:
         >>> import tempfile
@@ -92,9 +110,15 @@ class CocoContext(Dataset):
         one_per_image: bool = True,
         image_size: int | None = None,
         views: ContextViews | None = None,
+        hide_instances: Literal["category", "item", "all"] = "category",
     ) -> None:
         from pycocotools.coco import COCO
 
+        if hide_instances not in HIDE_INSTANCES:
+            raise ValueError(
+                f"hide_instances must be one of {list(HIDE_INSTANCES)}, got {hide_instances!r}"
+            )
+        self.hide_instances = hide_instances
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         if not self.ann_file.is_file():
@@ -192,6 +216,7 @@ class CocoContext(Dataset):
             self.one_per_image,
             self.image_size,
             self.views.config(),
+            self.hide_instances,
         ]
         h.update(json.dumps(settings, sort_keys=True).encode())
         return h.hexdigest()[:16]
@@ -208,17 +233,40 @@ class CocoContext(Dataset):
                 f"{img.get('height')}x{img.get('width')}"
             )
         ann = {**ann}
-        with warnings.catch_warnings():
-            # pycocotools' own NumPy 2 deprecation notice, once per decoded mask.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = self.coco.annToMask({**ann, "image_id": img["id"]})
-        mask = torch.from_numpy(decoded).float()
-        mask = mask[None]  # (1, H, W)
+        mask = self._decode({**ann, "image_id": img["id"]})  # (1, H, W)
+        image = self._hide_others(image, mask, ann)
         if self.image_size is not None and (h, w) != (self.image_size, self.image_size):
             s = (self.image_size, self.image_size)
             image = F.interpolate(image[None], s, mode="bilinear", antialias=True)[0].clamp(0, 1)
             mask = (F.interpolate(mask[None], s, mode="bilinear")[0] > 0.5).float()
         return image, mask, ann
+
+    def _decode(self, ann: dict[str, Any]) -> torch.Tensor:
+        """One annotation's mask as ``(1, H, W)`` float."""
+        with warnings.catch_warnings():
+            # pycocotools' own NumPy 2 deprecation notice, once per decoded mask.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            decoded = self.coco.annToMask(ann)
+        return torch.from_numpy(decoded).float()[None]
+
+    def _hide_others(
+        self, image: torch.Tensor, mask: torch.Tensor, ann: dict[str, Any]
+    ) -> torch.Tensor:
+        """``image`` with the other instances that ``hide_instances`` names filled."""
+        if self.hide_instances == "item":
+            return image
+        cats = [ann["category_id"]] if self.hide_instances == "category" else []
+        # iscrowd=None: crowd annotations too. Only this image's masks are decoded.
+        ids = self.coco.getAnnIds(imgIds=ann["image_id"], catIds=cats, iscrowd=None)
+        hidden = torch.zeros_like(mask, dtype=torch.bool)  # (1, H, W)
+        for other in self.coco.loadAnns([i for i in ids if i != ann["id"]]):
+            region = self.views.region(self._decode(other)[None])[0]  # (1, H, W)
+            hidden |= region > 0.5
+        hidden &= mask <= 0.5  # the item's own pixels stay: the fg view shows all of it
+        if not hidden.any():
+            return image
+        fill = self.views.fill_value(image[None])[0]  # (C, 1, 1)
+        return torch.where(hidden, fill, image)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image, mask, ann = self.raw(index)
