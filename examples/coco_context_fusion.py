@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from modfuse import ContextViews, FusionModel
+from modfuse import ContextViews, FusionModel, distributed
 from modfuse.attacks import FGSM, GaussianBlur
 from modfuse.checkpoint import save_tensors
 from modfuse.data import CocoContext, FeatureCache, StackedDataset
@@ -76,16 +76,28 @@ class Settings:
         )
 
 
+@dataclass
+class Run:
+    """Where and how the experiment runs (not part of its results)."""
+
+    device: torch.device
+    batch_size: int = 200  # evaluation and feature extraction
+    workers: int | None = None  # DataLoader processes that decode images (None: machine default)
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def pretrain_encoder(
-    data: StackedDataset, key: str, num_classes: int, s: Settings, out: Path
+    data: StackedDataset, key: str, num_classes: int, s: Settings, out: Path, device: torch.device
 ) -> Path:
     """Train ``small_cnn`` + a linear head on ``data[key]``; save the encoder's weights."""
     model = FusionModel({key: {"name": "small_cnn", "width": s.width}}, num_classes=num_classes)
-    Trainer(model, epochs=s.pretrain_epochs, lr=2e-3, seed=s.seed, progress=False).fit(data)
+    trainer = Trainer(
+        model, epochs=s.pretrain_epochs, lr=2e-3, seed=s.seed, progress=False, device=device
+    )
+    trainer.fit(data)
     path = out / f"{key}_encoder.safetensors"
     save_tensors(path, model.encoders[key].state_dict())
     return path
@@ -97,16 +109,30 @@ def heads(
     num_classes: int,
     s: Settings,
     train_feats,
-    train_raw: StackedDataset,
+    train_raw,
+    device: torch.device,
+    workers: int | None,
 ) -> dict[str, FusionModel]:
-    """Train every compared model's fusion head on the frozen features."""
+    """Train every compared model's fusion head on the frozen features.
+
+    ``train_raw`` (streamed from disk) is read only by the adversarially trained baseline,
+    whose attack needs the foreground view itself.
+    """
 
     def build(mods: tuple[str, ...]) -> FusionModel:
         return FusionModel(
             {m: encoders[m] for m in mods}, "concat", num_classes=num_classes, views=views
         )
 
-    common = dict(epochs=s.head_epochs, lr=s.head_lr, batch_size=128, seed=s.seed, progress=False)
+    common = dict(
+        epochs=s.head_epochs,
+        lr=s.head_lr,
+        batch_size=128,
+        seed=s.seed,
+        progress=False,
+        device=device,
+        workers=workers,
+    )
     plan = {
         "fg_only": (("fg",), []),
         "bg_only": (("bg",), []),
@@ -129,6 +155,8 @@ def heads(
         batch_size=128,
         seed=s.seed,
         progress=False,
+        device=device,
+        workers=workers,
         adversarial=FGSM(eps=s.adv_eps, targets=("fg",)),
         adversarial_mix=0.5,
     ).fit(train_raw)
@@ -146,34 +174,45 @@ def sweeps(s: Settings) -> list[Sweep]:
 
 
 def run_world(
-    world: str, train, test, encoders: dict[str, dict], views: ContextViews, s: Settings, out: Path
+    world: str,
+    train,
+    test,
+    encoders: dict[str, dict],
+    views: ContextViews,
+    s: Settings,
+    out: Path,
+    run: Run,
 ) -> tuple[list[dict], dict, dict]:
+    """Cache features, train the heads, evaluate: the raw datasets are streamed from disk
+    (images decode in DataLoader workers), never stacked in memory."""
     num_classes = len(train.classes)
-    log(f"[{world}] loading {len(train)} train / {len(test)} test items")
-    keys = ["image", "mask", "fg", "bg"]
-    train_raw = StackedDataset.from_dataset(train, ["fg", "bg"])
-    test_raw = StackedDataset.from_dataset(test, keys)
+    log(f"[{world}] {len(train)} train / {len(test)} test items, on {run.device}")
     joint_template = FusionModel(encoders, "concat", num_classes=num_classes, views=views)
-    cache = FeatureCache(out / "cache", batch_size=256, progress=False)
-    train_feats = cache.features(joint_template, train_raw)
-    log(f"[{world}] features cached; training heads")
-    models = heads(encoders, views, num_classes, s, train_feats, train_raw)
+    joint_template.to(run.device)  # the cache extracts on the model's device
+    cache = FeatureCache(
+        out / "cache", batch_size=run.batch_size, workers=run.workers, progress=False
+    )
+    train_feats = cache.features(joint_template, train)
+    test_feats = cache.features(joint_template, test)
+    log(f"[{world}] features cached (computed now: {cache.computed or 'none'}); training heads")
+    models = heads(encoders, views, num_classes, s, train_feats, train, run.device, run.workers)
     for name, model in models.items():
         model.save(out / "models" / world / name)
     log(f"[{world}] evaluating {len(models)} models under {len(sweeps(s))} perturbation sweeps")
-    rows = robustness_sweep(models, test_raw, sweeps(s), batch_size=200, progress=False)
+    rows = robustness_sweep(
+        models, test, sweeps(s), batch_size=run.batch_size, progress=False, workers=run.workers
+    )
     for r in rows:
         r["world"] = world
     shifts = {
-        f"{world}: fg blur sigma=2": feature_shift(
-            models["joint"], test_raw, GaussianBlur(2.0, targets=("fg",))
-        ),
-        f"{world}: image blur sigma=2": feature_shift(
-            models["joint"], test_raw, GaussianBlur(2.0, targets=("image",))
-        ),
+        f"{world}: {where} blur sigma=2": feature_shift(
+            models["joint"], test, GaussianBlur(2.0, targets=(where,)), run.batch_size
+        )
+        for where in ("fg", "image")
     }
+    # Reliance needs features only: the cached test features serve.
     reliance = {
-        f"{world}: {n}": modality_reliance(models[n], test_raw)
+        f"{world}: {n}": modality_reliance(models[n], test_feats.select(models[n].modalities))
         for n in ("joint", "joint_fg_penalty")
     }
     return rows, shifts, reliance
@@ -223,7 +262,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--image-size", type=int, default=256, help="COCO: raw image side")
     parser.add_argument("--view-size", type=int, default=224, help="COCO: fg / bg view side")
+    parser.add_argument(
+        "--hide-instances",
+        choices=["category", "item", "all"],
+        default="category",
+        help="COCO: other instances painted out of the image (default: the item's category)",
+    )
+    parser.add_argument(
+        "--device", help="where to train and evaluate: cuda, cuda:1, cpu (default: GPU if any)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, help="evaluation / extraction batch (default 200; COCO 32)"
+    )
+    parser.add_argument("--workers", type=int, help="image-decoding DataLoader processes")
     args = parser.parse_args(argv)
+    device = torch.device(args.device) if args.device else distributed.device()
+    default_batch = 32 if args.coco_root else 200  # 224 px ResNet batches are heavy
+    run = Run(device, args.batch_size or default_batch, args.workers)
     s = Settings.quick() if args.quick else Settings()
     s.seed = args.seed
     torch.manual_seed(s.seed)
@@ -241,7 +296,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
         worlds = {
             "coco": coco_splits(
-                args.coco_root, views=views, categories=args.categories, image_size=args.image_size
+                args.coco_root,
+                views=views,
+                categories=args.categories,
+                image_size=args.image_size,
+                hide_instances=args.hide_instances,
             )
         }
     else:
@@ -275,10 +334,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             len(pre_data.classes),
             s,
             out,
+            run.device,
         )
         log("pretraining the background encoder on scene labels (Places365's role)")
         bg_path = pretrain_encoder(
-            StackedDataset({"bg": stacked.tensors["bg"]}, scenes), "bg", 6, s, out
+            StackedDataset({"bg": stacked.tensors["bg"]}, scenes), "bg", 6, s, out, run.device
         )
         encoders = {
             k: {"name": "small_cnn", "width": s.width, "weights": str(p), "freeze": True}
@@ -288,7 +348,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows, shifts, reliance = [], {}, {}
     class_map = {}
     for world, (train, test) in worlds.items():
-        r, sh, rel = run_world(world, train, test, encoders, views, s, out)
+        r, sh, rel = run_world(world, train, test, encoders, views, s, out, run)
         rows += r
         shifts.update(sh)
         reliance.update(rel)

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from modfuse.config import ExperimentConfig, ValidationError, load_config, save_config
+from modfuse.config import (
+    ExperimentConfig,
+    ValidationError,
+    check_device,
+    load_config,
+    save_config,
+)
 
 
 def _say(msg: str) -> None:
@@ -51,10 +57,20 @@ def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
             make_synthetic_coco(
                 root, d.n_train, d.n_test, d.size, d.contexts, d.context_purity, cfg.seed
             )
-    return coco_splits(root, categories=d.categories, views=views, image_size=d.image_size)
+    return coco_splits(
+        root,
+        categories=d.categories,
+        views=views,
+        image_size=d.image_size,
+        hide_instances=d.hide_instances,
+    )
 
 
-def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:
+def _evaluate(
+    cfg: ExperimentConfig, model: Any, test: Any, out: Path, reliance_data: Any = None
+) -> Path:
+    """Sweep ``test`` (streamed) and write the report; modality reliance is measured on
+    ``reliance_data`` (the cached test features, when there are some) or ``test``."""
     from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
     from modfuse.report import write_report
 
@@ -62,16 +78,45 @@ def _evaluate(cfg: ExperimentConfig, model: Any, test: Any, out: Path) -> Path:
     _say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
     from modfuse import distributed
 
-    rows = robustness_sweep({cfg.name: model}, test, sweeps, cfg.eval.batch_size)
+    rows = robustness_sweep(
+        {cfg.name: model}, test, sweeps, cfg.eval.batch_size, workers=cfg.data.workers
+    )
     if not distributed.is_main():
         return out / "report" / "report.md"  # rank 0 writes it
-    reliance = {cfg.name: modality_reliance(model, test, cfg.eval.batch_size)}
+    reliance_data = test if reliance_data is None else reliance_data
+    reliance = {cfg.name: modality_reliance(model, reliance_data, cfg.eval.batch_size)}
     manifest = {
         "config": cfg.model_dump(mode="json"),
         "seed": cfg.seed,
         "class_map": getattr(test, "class_to_index", None),
     }
     return write_report(out / "report", rows, reliance=reliance, manifest=manifest, title=cfg.name)
+
+
+def _cached_features(
+    cfg: ExperimentConfig, model: Any, train: Any, test: Any, out: Path, progress: bool
+) -> tuple[Any, Any] | None:
+    """Train and test features from the on-disk FeatureCache when every encoder is frozen (the
+    head alone is then trained, and no encoder runs per epoch); None when they must run."""
+    from modfuse.data import FeatureCache
+    from modfuse.encoders.base import is_frozen
+
+    moving = [m for m, enc in model.encoders.items() if not is_frozen(enc)]
+    if moving:
+        _say(f"encoders {moving} are trained: no feature cache, every epoch runs them")
+        return None
+    if cfg.train.adversarial is not None:
+        _say("adversarial training attacks the inputs: no feature cache, every epoch runs them")
+        return None
+    root = out / "cache"
+    _say(
+        f"every encoder is frozen: their features are cached once in {root}, then only the "
+        "fusion head trains"
+    )
+    cache = FeatureCache(
+        root, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, progress=progress
+    )
+    return cache.features(model, train), cache.features(model, test)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -93,6 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     model = cfg.model.build()
     t = cfg.train
+    device = args.device or cfg.device
     trainer = Trainer(
         model,
         epochs=t.epochs,
@@ -107,22 +153,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir=out,
         workers=cfg.data.workers,
         progress=not args.no_progress,
-    )
+        device=device,
+    )  # moves the model to its device: the cache and the evaluation follow it
+    fit_train, fit_test = train, test
+    cached = _cached_features(cfg, model, train, test, out, not args.no_progress)
+    if cached is not None:
+        fit_train, fit_test = cached
     _say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
-    trainer.fit(train, test, resume=args.resume)
+    trainer.fit(fit_train, fit_test, resume=args.resume)
     if main:
         model.save(out / "model")
-    report = _evaluate(cfg, model, test, out)
+    report = _evaluate(cfg, model, test, out, reliance_data=fit_test)
     _say(f"done; model in {out / 'model'}, report in {report}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from modfuse import FusionModel
+    import torch
+
+    from modfuse import FusionModel, distributed
 
     run = Path(args.run_dir)
     cfg = load_config(run / "config.yaml")
     model = FusionModel.load(run / "model")
+    device = args.device or cfg.device
+    model.to(torch.device(device) if device else distributed.device())
     _, test = build_data(cfg)
     report = _evaluate(cfg, model, test, run)
     _say(f"report in {report}")
@@ -176,9 +231,13 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder (default: runs/<config name>)")
     run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--device", type=check_device, help="e.g. cuda, cuda:1, cpu (overrides the config)"
+    )
     run.set_defaults(func=cmd_run)
     ev = sub.add_parser("eval", help="evaluate a finished run's model again, per its config.yaml")
     ev.add_argument("run_dir")
+    ev.add_argument("--device", type=check_device, help="e.g. cuda, cpu (overrides the config)")
     ev.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="re-render a run's report from its results.json")
     rep.add_argument("run_dir")

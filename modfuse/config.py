@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "ValidationError",
     "ViewsConfig",
+    "check_device",
     "load_config",
     "load_yaml_text",
     "save_config",
@@ -179,6 +180,7 @@ class DataConfig(BaseModel):
     context_purity: float | None = Field(None, ge=0, le=1)
     categories: list[str | int] | None = None
     image_size: PositiveInt | None = None
+    hide_instances: Literal["category", "item", "all"] = "category"
     workers: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
@@ -220,6 +222,9 @@ class EvalConfig(BaseModel):
 class ExperimentConfig(BaseModel):
     """A whole experiment: data, model, training and evaluation.
 
+    ``device`` (e.g. ``"cuda"``) is where training, the feature cache and evaluation run;
+    None picks this process's GPU if there is one, else the CPU.
+
     ``name`` names the run folder (``runs/<name>``): letters, digits, ``_``, ``.`` and ``-``
     only, so that a config cannot make the command write outside its run folder.
     """
@@ -227,10 +232,16 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = 0
+    device: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str | None) -> str | None:
+        return v if v is None else check_device(v)
 
     @model_validator(mode="after")
     def _modalities_exist(self) -> ExperimentConfig:
@@ -257,6 +268,23 @@ class ExperimentConfig(BaseModel):
         if len(set(names)) != len(names) or "clean" in names:
             raise ValueError(f"eval.sweeps: names must be unique and not 'clean', got {names}")
         return self
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can parse it (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+
+    Raises:
+        ValueError: torch does not know the device string.
+    """
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"device {device!r} is not a torch device; expected e.g. 'cpu', 'cuda', 'cuda:1'"
+        ) from err
+    return device
 
 
 def load_yaml_text(text: str) -> Any:

@@ -194,6 +194,13 @@ class Trainer:
                     f"the model has {model.modalities}"
                 )
         self.adversarial = ATTACKS.create(adversarial) if adversarial is not None else None
+        # An attack on a view ("fg") trains on the batch's views; one on the raw image on the
+        # raw inputs (both views move); without one, the model's default.
+        self._raw_inputs: bool | None = (
+            None
+            if self.adversarial is None or model.views is None
+            else bool({"image", "mask"} & set(self.adversarial.targets))
+        )
         self.adversarial_mix = adversarial_mix
         self.seed = seed
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -233,7 +240,7 @@ class Trainer:
         labels = torch.as_tensor(batch["label"])
         model.check_labels(labels)
         labels = labels.long()
-        inputs = model.select(batch)
+        inputs = model.select(batch, raw=self._raw_inputs)
         with self._autocast():
             logits = self._forward(inputs, on_features).float()
         loss = F.cross_entropy(logits, labels)

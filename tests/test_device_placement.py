@@ -110,3 +110,13 @@ def test_sanity_probe_and_attacks_follow_the_model(data):
     assert check_model("m", model, inputs, labels, [(FGSM(targets=("fg",)), 8 / 255)]) == []
     adv = PGD(eps=8 / 255, steps=2, targets=("fg",))(model, inputs, labels)
     assert adv["fg"].dtype == torch.float64 and adv["bg"].dtype == torch.float64
+
+
+def test_adversarial_training_on_a_view_of_a_model_with_views(data):
+    # The batch holds the raw image and both views: an attack on "fg" trains on the views.
+    model = float64_model(("bg", "fg"))
+    attack = FGSM(eps=2 / 255, targets=("fg",))
+    history = Trainer(model, epochs=1, batch_size=8, progress=False, adversarial=attack).fit(data)
+    assert torch.isfinite(torch.tensor(history[-1]["train_loss"]))
+    raw = FGSM(eps=2 / 255, targets=("image",))
+    Trainer(model, epochs=1, batch_size=8, progress=False, adversarial=raw).fit(data)
