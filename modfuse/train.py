@@ -8,6 +8,7 @@ resumed with ``resume=True`` ends with the same weights as one that was never in
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -80,6 +81,10 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
         torch.cuda.set_rng_state(s, i)
 
 
+class NonFiniteLossError(ValueError):
+    """The training loss became NaN or infinite; the message names the epoch and step."""
+
+
 class TrainStep(nn.Module):
     """One training step's forward: batch -> (loss, logits). What DistributedDataParallel wraps,
     so that gradients of everything the loss touches are averaged across ranks."""
@@ -118,7 +123,11 @@ class Trainer:
         adversarial_mix: Weight of the adversarial term (1: adversarial examples only).
         modality_dropout: Probability of hiding a modality per sample (shortcut for adding
             :class:`modfuse.regularizers.ModalityDropout`).
-        seed: Seed for initial state, shuffling and random perturbations.
+        seed: Seed of everything ``fit`` draws: the shuffling of every epoch, random
+            perturbations (adversarial training, modality dropout) and dropout. The model's
+            initial weights are drawn when it is built, before the Trainer exists: call
+            ``torch.manual_seed(seed)`` before building it (``modfuse run`` and the examples
+            do), and the same seed gives the same weights, byte for byte, on one machine.
         run_dir: Where checkpoints and the best model go (None: nothing is written).
         restore_best: At the end, load the weights of the best validation epoch.
         progress: Show progress bars.
@@ -168,10 +177,12 @@ class Trainer:
         channels_last: bool = False,
         compile: bool = False,
     ) -> None:
-        if epochs < 1 or batch_size < 1 or lr <= 0:
-            raise ValueError(
-                f"need epochs, batch_size >= 1 and lr > 0, got {epochs}, {batch_size}, {lr}"
-            )
+        if epochs < 1 or batch_size < 1:
+            raise ValueError(f"need epochs, batch_size >= 1, got {epochs}, {batch_size}")
+        for name, value, low in (("lr", lr, 0.0), ("weight_decay", weight_decay, None)):
+            if not math.isfinite(value) or (low is not None and value <= low) or value < 0:
+                want = "a finite number > 0" if low is not None else "a finite number >= 0"
+                raise ValueError(f"{name} must be {want}, got {value}")
         if not 0 <= adversarial_mix <= 1:
             raise ValueError(f"adversarial_mix must be in [0, 1], got {adversarial_mix}")
         self.model = model
@@ -257,15 +268,24 @@ class Trainer:
         return loss, logits
 
     def _step(
-        self, runner: nn.Module, batch: dict[str, Any], on_features: bool
+        self, runner: nn.Module, batch: dict[str, Any], on_features: bool, where: str
     ) -> tuple[float, float]:
         batch = to_model(batch, self.model, self.channels_last)
         loss, logits = runner(batch, on_features)
+        value = float(loss.detach())
+        finite = torch.tensor([math.isfinite(value)], dtype=torch.long)
+        # Every rank stops together (one rank raising alone would leave the others waiting).
+        if int(dist_utils.all_reduce_sum(finite)) != dist_utils.world_size():
+            raise NonFiniteLossError(
+                f"the training loss is {value} at {where}: stopped before this step changed the "
+                "weights; the last finished epoch's checkpoint and best weights are kept. "
+                "Lower the learning rate, check the inputs for NaN, or try amp=False."
+            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         labels = torch.as_tensor(batch["label"]).long()
-        return float(loss.detach()), batch_accuracy(logits.detach(), labels)
+        return value, batch_accuracy(logits.detach(), labels)
 
     def evaluate(self, data: Dataset) -> float:
         """Accuracy of the model on ``data`` (eval mode, no gradients; sharded across ranks)."""
@@ -386,8 +406,9 @@ class Trainer:
             desc = f"epoch {epoch + 1}/{self.epochs}"
             bar = tqdm(loader, desc=desc, disable=not self.progress, leave=False)
             losses, accs, sizes = [], [], []
-            for batch in bar:
-                loss, acc = self._step(runner, batch, on_features)
+            for step, batch in enumerate(bar):
+                where = f"epoch {epoch + 1}/{self.epochs}, step {step + 1}/{len(loader)}"
+                loss, acc = self._step(runner, batch, on_features, where)
                 losses.append(loss)
                 accs.append(acc)
                 sizes.append(len(batch["label"]))
