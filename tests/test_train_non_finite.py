@@ -66,3 +66,23 @@ def test_non_finite_settings_are_refused_before_training(kwargs, match):
     model, _ = task()
     with pytest.raises(ValueError, match=match):
         Trainer(model, progress=False, **kwargs)
+
+
+def test_checkpoint_rng_state_holds_every_gpu_and_restores_it(monkeypatch):
+    """No GPU here: torch.cuda is stood in for, to check what is saved and restored."""
+    from modfuse import train
+
+    gpu_states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: gpu_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
+    state = train.rng_state()
+    assert sorted(state) == ["cuda.0", "cuda.1", "torch"]
+    train.set_rng_state(state)
+    assert torch.equal(restored[0], gpu_states[0]) and torch.equal(restored[1], gpu_states[1])
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.warns(UserWarning, match="RNG state of 2 GPUs, this machine uses 1"):
+        train.set_rng_state(state)
