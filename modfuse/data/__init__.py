@@ -14,6 +14,7 @@ __all__ = [
     "FeatureDataset",
     "StackedDataset",
     "collate_dicts",
+    "ensure_synthetic_world",
     "make_loader",
     "make_synthetic_coco",
 ]
@@ -21,8 +22,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Imported lazily so that `python -m modfuse.data.synthetic` runs its module only once.
-    if name == "make_synthetic_coco":
-        from modfuse.data.synthetic import make_synthetic_coco
+    if name in ("make_synthetic_coco", "ensure_synthetic_world"):
+        from modfuse.data import synthetic
 
-        return make_synthetic_coco
+        return getattr(synthetic, name)
     raise AttributeError(f"module 'modfuse.data' has no attribute {name!r}")

@@ -13,16 +13,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from modfuse.data.coco_checks import (
+    check_unique_ids,
+    read_image,
+    segmentation_problem,
+    segmentation_warning,
+)
 from modfuse.views import ContextViews
 
 #: What ``CocoContext(hide_instances=...)`` paints over besides the item itself.
 HIDE_INSTANCES = ("category", "item", "all")
+#: Bumped when reading or selection changes what a dataset yields (part of ``fingerprint``).
+READER_VERSION = 2
 
 
 def coco_splits(root: str | os.PathLike, **kwargs: Any) -> tuple[CocoContext, CocoContext]:
@@ -38,18 +44,6 @@ def coco_splits(root: str | os.PathLike, **kwargs: Any) -> tuple[CocoContext, Co
     return train, val
 
 
-def read_image(path: Path) -> torch.Tensor:
-    """An RGB image file as ``(3, H, W)`` float in [0, 1], with an error naming a bad file."""
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file {path} not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"image file {path} is corrupt or not an image: {err}") from err
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
-
-
 class CocoContext(Dataset):
     """Foreground/background items from a COCO-format folder (COCO 2017 or the synthetic world).
 
@@ -62,6 +56,13 @@ class CocoContext(Dataset):
     Masks are decoded by pycocotools: polygons, uncompressed and compressed RLE. Crowd
     annotations are never items. Per-item problems (a missing image file, an annotation naming
     an unknown image or category) are skipped and counted in ``skipped``, never given a label.
+    Bad segmentations are found when the dataset is built (see
+    :data:`modfuse.data.coco_checks.SEGMENTATION_PROBLEMS`: wrong type, polygons of fewer than
+    3 points, an RLE of another size than its image, a mask that would be empty), skipped,
+    counted in ``skipped`` under that reason, their ids kept in ``skipped_ids``, with a
+    warning naming the annotation file and the first ids. A mask that still decodes empty
+    raises a ValueError naming the image file and the annotation id. Two images with one id
+    are an error (pycocotools would keep the last).
 
     Real images often hold several instances of the item's class; the background view would
     show the others and give the class away. ``hide_instances`` paints them over in the
@@ -70,7 +71,8 @@ class CocoContext(Dataset):
     for ``"mask"``) in the views' fill colour: ``"category"`` (default) every other
     annotation of the item's category in that image, crowd regions included (they are object
     pixels too); ``"all"`` every other annotation of any category; ``"item"`` none (only the
-    item is hidden, by the views). The item's own mask pixels are never painted, even where
+    item is hidden, by the views). Other annotations with a bad segmentation cannot be
+    painted and are left as they are. The item's own mask pixels are never painted, even where
     another instance's box covers them, so the ``fg`` view keeps the whole item (with
     ``fg_mode="box"`` the crop shows the painted neighbours as fill). Painting happens on the
     decoded image, before the resize to ``image_size``, so no pixel of a hidden instance
@@ -130,6 +132,7 @@ class CocoContext(Dataset):
                 self.coco = COCO(str(self.ann_file))
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.ann_file} is not valid JSON: {err}") from err
+        check_unique_ids(self.coco.dataset, self.ann_file)
         self.views = views or ContextViews(size=size)
         self.image_size = image_size
         self.min_area = min_area
@@ -155,6 +158,7 @@ class CocoContext(Dataset):
         self._cat_to_label = {cid: i for i, cid in enumerate(chosen)}
 
         self.skipped: Counter[str] = Counter()
+        self.skipped_ids: dict[str, list[Any]] = {}
         self.items = self._select()
         if not self.items:
             raise ValueError(
@@ -167,6 +171,9 @@ class CocoContext(Dataset):
                 f"from {self.image_dir}; skipped (see dataset.skipped)",
                 stacklevel=2,
             )
+        message = segmentation_warning(self.ann_file, self.skipped_ids)
+        if message:
+            warnings.warn(message, stacklevel=2)
 
     def _select(self) -> list[dict[str, Any]]:
         exists: dict[int, bool] = {}
@@ -185,6 +192,13 @@ class CocoContext(Dataset):
             img = self.coco.imgs.get(ann.get("image_id"))
             if img is None:
                 self.skipped["unknown_image"] += 1
+                continue
+            problem = segmentation_problem(
+                ann.get("segmentation"), img.get("height"), img.get("width")
+            )
+            if problem is not None:
+                self.skipped[problem] += 1
+                self.skipped_ids.setdefault(problem, []).append(ann["id"])
                 continue
             if ann.get("area", 0) < self.min_area:
                 self.skipped["small"] += 1
@@ -217,6 +231,7 @@ class CocoContext(Dataset):
             self.image_size,
             self.views.config(),
             self.hide_instances,
+            READER_VERSION,
         ]
         h.update(json.dumps(settings, sort_keys=True).encode())
         return h.hexdigest()[:16]
@@ -234,6 +249,11 @@ class CocoContext(Dataset):
             )
         ann = {**ann}
         mask = self._decode({**ann, "image_id": img["id"]})  # (1, H, W)
+        if not mask.any():
+            raise ValueError(
+                f"annotation {ann['id']} of image file {self.image_dir / img['file_name']}: its "
+                f"mask decodes empty in the {h}x{w} image; expected at least one object pixel"
+            )
         image = self._hide_others(image, mask, ann)
         if self.image_size is not None and (h, w) != (self.image_size, self.image_size):
             s = (self.image_size, self.image_size)
@@ -243,10 +263,17 @@ class CocoContext(Dataset):
 
     def _decode(self, ann: dict[str, Any]) -> torch.Tensor:
         """One annotation's mask as ``(1, H, W)`` float."""
-        with warnings.catch_warnings():
-            # pycocotools' own NumPy 2 deprecation notice, once per decoded mask.
-            warnings.simplefilter("ignore", DeprecationWarning)
-            decoded = self.coco.annToMask(ann)
+        try:
+            with warnings.catch_warnings():
+                # pycocotools' own NumPy 2 deprecation notice, once per decoded mask.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                decoded = self.coco.annToMask(ann)
+        except Exception as err:  # pycocotools raises bare Exception, TypeError, IndexError...
+            img = self.coco.imgs[ann["image_id"]]
+            raise ValueError(
+                f"annotation {ann['id']} of image file {self.image_dir / img['file_name']}: "
+                f"pycocotools cannot decode its segmentation: {err!r}"
+            ) from err
         return torch.from_numpy(decoded).float()[None]
 
     def _hide_others(
@@ -259,7 +286,10 @@ class CocoContext(Dataset):
         # iscrowd=None: crowd annotations too. Only this image's masks are decoded.
         ids = self.coco.getAnnIds(imgIds=ann["image_id"], catIds=cats, iscrowd=None)
         hidden = torch.zeros_like(mask, dtype=torch.bool)  # (1, H, W)
+        img = self.coco.imgs[ann["image_id"]]
         for other in self.coco.loadAnns([i for i in ids if i != ann["id"]]):
+            if segmentation_problem(other.get("segmentation"), img["height"], img["width"]):
+                continue  # no mask of this image can be decoded from it, or it is empty
             region = self.views.region(self._decode(other)[None])[0]  # (1, H, W)
             hidden |= region > 0.5
         hidden &= mask <= 0.5  # the item's own pixels stay: the fg view shows all of it

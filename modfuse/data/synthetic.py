@@ -6,7 +6,9 @@ own scene, so the background alone predicts the class; with ``"similar"`` every 
 in every scene, so it does not. The folder it writes (``train2017/``, ``val2017/``,
 ``annotations/instances_*2017.json``) is read by :class:`modfuse.data.coco.CocoContext`
 exactly like COCO; each image also records its scene label (``scene``), so a background
-encoder can be pretrained on scenes the way Places365 is.
+encoder can be pretrained on scenes the way Places365 is. ``world.json``, written last, records
+the settings the folder was written with; :func:`ensure_synthetic_world` reuses a folder only
+when they are the ones asked for.
 
 Run ``python -m modfuse.data.synthetic --preview out.png`` to look at samples and their views.
 """
@@ -24,7 +26,12 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from modfuse.checkpoint import atomic_write_bytes
+from modfuse.checkpoint import atomic_write_bytes, atomic_write_json
+
+#: Bumped whenever the generator writes other bytes for the same settings.
+WORLD_FORMAT = 1
+#: The settings file of a finished world, written after every other file.
+WORLD_FILE = "world.json"
 
 SCENES = ("water", "sky", "grass", "road", "indoor", "sand")
 #: Class name -> (shape, texture). Colours are drawn per object from one shared palette, so a
@@ -288,11 +295,14 @@ def make_synthetic_coco(
             (else a uniformly drawn other scene); default 0.9.
         seed: The same seed writes the same bytes.
 
+    ``world.json`` (the settings, see :func:`world_settings`) is written last and atomically,
+    so a generation that was killed leaves a folder without it, never one that looks finished.
+
     Examples:
         >>> import tempfile
         >>> root = make_synthetic_coco(tempfile.mkdtemp(), n_train=12, n_test=6, size=32)
         >>> sorted(p.name for p in root.iterdir())
-        ['annotations', 'train2017', 'val2017']
+        ['annotations', 'train2017', 'val2017', 'world.json']
     """
     if n_train < 0 or n_test < 0 or size < 16:
         raise ValueError(
@@ -300,8 +310,124 @@ def make_synthetic_coco(
         )
     root = Path(root)
     sample_scene = _scene_sampler(contexts, list(CLASSES), context_purity)
+    settings = world_settings(n_train, n_test, size, contexts, context_purity, seed)
+    # An older world.json must not vouch for the half-written files if this run is killed.
+    (root / WORLD_FILE).unlink(missing_ok=True)
     _write_split(root, "train", n_train, size, seed, sample_scene)
     _write_split(root, "val", n_test, size, seed, sample_scene)
+    atomic_write_json(root / WORLD_FILE, settings)
+    return root
+
+
+def world_settings(
+    n_train: int = 2000,
+    n_test: int = 500,
+    size: int = 64,
+    contexts: str | Mapping[str, Sequence[str]] = "distinct",
+    context_purity: float | None = None,
+    seed: int = 0,
+) -> dict[str, object]:
+    """The settings that decide a world's bytes, as ``world.json`` records them.
+
+    ``context_purity`` is stored as the value used: 0.9 when None with ``"distinct"``, None
+    with ``"similar"`` or a mapping (where it is ignored), so equal worlds compare equal.
+
+    Examples:
+        >>> world_settings(n_train=10, contexts="similar", context_purity=0.5)["context_purity"]
+        >>> world_settings()["context_purity"], world_settings()["world_format"]
+        (0.9, 1)
+    """
+    if isinstance(contexts, Mapping):
+        ctx: object = {str(k): [str(s) for s in v] for k, v in sorted(contexts.items())}
+    else:
+        ctx = contexts
+    purity = (0.9 if context_purity is None else context_purity) if contexts == "distinct" else None
+    settings = {
+        "world_format": WORLD_FORMAT,
+        "n_train": n_train,
+        "n_test": n_test,
+        "size": size,
+        "contexts": ctx,
+        "context_purity": purity,
+        "seed": seed,
+    }
+    return json.loads(json.dumps(settings))  # as read back from the file: lists, floats
+
+
+def ensure_synthetic_world(
+    root: str | os.PathLike,
+    n_train: int = 2000,
+    n_test: int = 500,
+    size: int = 64,
+    contexts: str | Mapping[str, Sequence[str]] = "distinct",
+    context_purity: float | None = None,
+    seed: int = 0,
+) -> Path:
+    """The synthetic world with these settings at ``root``: written if absent, else checked.
+
+    An absent or empty ``root`` gets a new world (:func:`make_synthetic_coco`). A world whose
+    ``world.json`` records exactly these settings is reused and nothing is written. Anything
+    else is an error, never a silent reuse of files written with other settings: a world with
+    other settings (the message lists each one that differs), or a folder that holds files
+    but no ``world.json`` (a world from before ``world.json`` existed, an interrupted one, or
+    something else).
+
+    Args:
+        root: The world's folder.
+        n_train, n_test, size, contexts, context_purity, seed: As for
+            :func:`make_synthetic_coco`.
+
+    Returns:
+        ``root`` as a Path.
+
+    Raises:
+        ValueError: ``root`` holds a world with other settings, or files without
+            ``world.json``.
+
+    Examples:
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp()) / "world"
+        >>> ensure_synthetic_world(root, n_train=12, n_test=6, size=32) == root  # writes
+        True
+        >>> ensure_synthetic_world(root, n_train=12, n_test=6, size=32) == root  # reuses
+        True
+        >>> ensure_synthetic_world(root, n_train=24, n_test=6, size=32)
+        Traceback (most recent call last):
+        ...
+        ValueError: ...n_train: folder has 12, config asks 24...
+    """
+    root = Path(root)
+    args = (n_train, n_test, size, contexts, context_purity, seed)
+    wanted = world_settings(*args)
+    advice = "delete the folder to write it anew, or choose another root"
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is a file, not a folder for the synthetic world; {advice}")
+    if not root.exists() or not any(root.iterdir()):
+        return make_synthetic_coco(root, *args)
+    record = root / WORLD_FILE
+    if not record.is_file():
+        found = sorted(p.name for p in root.iterdir())[:6]
+        raise ValueError(
+            f"{root} is not empty (it holds {found}) but has no {WORLD_FILE}: an older or "
+            "interrupted synthetic world, or other files, so the settings it was written with "
+            f"are unknown and may differ from {wanted}; {advice}"
+        )
+    try:
+        have = json.loads(record.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{record} is not valid JSON: {err}; {advice}") from err
+    if not isinstance(have, dict):
+        raise ValueError(f"{record} should hold a JSON object of settings, got {have!r}; {advice}")
+    diffs = [
+        f"{k}: folder has {have.get(k, '(not recorded)')}, config asks {wanted.get(k, '(none)')}"
+        for k in sorted(set(wanted) | set(have))
+        if have.get(k) != wanted.get(k) or (k in have) != (k in wanted)
+    ]
+    if diffs:
+        raise ValueError(
+            f"the synthetic world in {root} was written with other settings: "
+            f"{'; '.join(diffs)}; {advice}"
+        )
     return root
 
 

@@ -21,7 +21,7 @@ def test_same_seed_same_bytes(tmp_path):
     b = make_synthetic_coco(tmp_path / "b", n_train=18, n_test=6, size=32, seed=3)
     c = make_synthetic_coco(tmp_path / "c", n_train=18, n_test=6, size=32, seed=4)
     ha, hb, hc = tree_hashes(a), tree_hashes(b), tree_hashes(c)
-    assert len(ha) == 18 + 6 + 2
+    assert len(ha) == 18 + 6 + 3  # + world.json
     assert ha == hb
     assert ha != hc
 

@@ -1,0 +1,115 @@
+"""No stale data: a synthetic world records its settings and is reused only when they match
+(issue 12, item 2)."""
+
+import json
+
+import pytest
+
+from modfuse.data import synthetic
+
+SMALL = {"n_train": 12, "n_test": 6, "size": 32}
+
+
+def snapshot(root):
+    """Every file under ``root`` with its size and modification time (ns)."""
+    return {
+        p.relative_to(root).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_world_json_records_every_setting_that_changes_the_bytes(tmp_path):
+    root = synthetic.make_synthetic_coco(tmp_path / "w", contexts="similar", seed=3, **SMALL)
+    recorded = json.loads((root / "world.json").read_text())
+    assert recorded == {
+        "world_format": 1,
+        "n_train": 12,
+        "n_test": 6,
+        "size": 32,
+        "contexts": "similar",
+        "context_purity": None,
+        "seed": 3,
+    }
+    mapping = {name: ["sky", "water"] for name in synthetic.CLASSES}
+    other = synthetic.make_synthetic_coco(tmp_path / "m", contexts=mapping, **SMALL)
+    assert json.loads((other / "world.json").read_text())["contexts"] == mapping
+
+
+def test_absent_or_empty_folder_gets_a_world_and_a_match_is_reused_untouched(tmp_path):
+    root = synthetic.ensure_synthetic_world(tmp_path / "absent", **SMALL)
+    assert (root / "annotations" / "instances_val2017.json").is_file()
+    assert (root / "world.json").is_file()
+    (tmp_path / "empty").mkdir()
+    assert synthetic.ensure_synthetic_world(tmp_path / "empty", **SMALL) == tmp_path / "empty"
+    assert len(list((tmp_path / "empty" / "train2017").iterdir())) == 12
+
+    before = snapshot(root)
+    # context_purity None and 0.9 write the same bytes under "distinct": the same world.
+    assert synthetic.ensure_synthetic_world(root, context_purity=0.9, **SMALL) == root
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"n_train": 18}, ["n_train: folder has 12, config asks 18"]),
+        (
+            {"seed": 1, "size": 48},
+            ["seed: folder has 0, config asks 1", "size: folder has 32, config asks 48"],
+        ),
+        (  # the purity is ignored with "similar": recorded as None
+            {"contexts": "similar"},
+            [
+                "contexts: folder has distinct, config asks similar",
+                "context_purity: folder has 0.9, config asks None",
+            ],
+        ),
+        ({"context_purity": 0.5}, ["context_purity: folder has 0.9, config asks 0.5"]),
+    ],
+)
+def test_other_settings_are_an_error_listing_each_difference(tmp_path, change, expected):
+    root = synthetic.ensure_synthetic_world(tmp_path / "w", **SMALL)
+    before = snapshot(root)
+    with pytest.raises(ValueError) as err:
+        synthetic.ensure_synthetic_world(root, **{**SMALL, **change})
+    message = str(err.value)
+    for line in expected:
+        assert line in message
+    assert message.count("folder has") == len(expected)
+    assert "delete the folder" in message and "another root" in message
+    assert snapshot(root) == before  # nothing rewritten, nothing reused silently
+
+
+def test_a_world_without_world_json_is_an_error(tmp_path):
+    # A world written before world.json existed: the COCO files alone.
+    root = synthetic.make_synthetic_coco(tmp_path / "old", **SMALL)
+    (root / "world.json").unlink()
+    with pytest.raises(ValueError, match=r"has no world\.json: an older or interrupted"):
+        synthetic.ensure_synthetic_world(root, **SMALL)
+
+
+def test_a_killed_generation_is_not_mistaken_for_a_finished_world(tmp_path, monkeypatch):
+    root = synthetic.make_synthetic_coco(tmp_path / "w", **SMALL)
+    write_split = synthetic._write_split
+
+    def killed_at_val(root_, split, *args):
+        if split == "val":
+            raise KeyboardInterrupt  # the process dies after the train split
+        write_split(root_, split, *args)
+
+    monkeypatch.setattr(synthetic, "_write_split", killed_at_val)
+    with pytest.raises(KeyboardInterrupt):
+        synthetic.make_synthetic_coco(root, **{**SMALL, "n_train": 18})
+    monkeypatch.undo()
+    assert not (root / "world.json").exists()
+    # Neither the old settings nor the new ones may be trusted now.
+    for n_train in (12, 18):
+        with pytest.raises(ValueError, match="no world.json"):
+            synthetic.ensure_synthetic_world(root, **{**SMALL, "n_train": n_train})
+
+
+def test_a_file_where_the_folder_should_be_is_an_error(tmp_path):
+    (tmp_path / "w").write_text("not a folder")
+    with pytest.raises(ValueError, match=r"w is a file, not a folder"):
+        synthetic.ensure_synthetic_world(tmp_path / "w", **SMALL)
