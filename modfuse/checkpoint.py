@@ -151,6 +151,14 @@ def load_tensors(path: PathLike) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as err:  # safetensors raises its own error types
             raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch writes a zip archive (PK..) or, in its legacy format, pickles (protocol 2+: 0x80).
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise ValueError(
+            f"{path} is not a PyTorch checkpoint: expected a zip archive or a pickle, the file "
+            f"starts with {head!r}. Give a safetensors file, or a .pth / .pth.tar checkpoint."
+        )
     try:
         obj = _torch_load_weights_only(path)
     except pickle.UnpicklingError as err:
@@ -229,12 +237,88 @@ def save_model(model: Any, directory: PathLike) -> None:
     )
 
 
+def saved_shapes(path: PathLike) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a safetensors file, read from its header alone.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a valid safetensors file.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {path} not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as err:  # safetensors raises its own error types
+        raise ValueError(f"{path} is not a valid safetensors file: {err}") from err
+
+
+def check_state_fits(
+    expected: Mapping[str, tuple[int, ...]], saved: Mapping[str, tuple[int, ...]], what: str
+) -> None:
+    """Raise unless ``saved`` tensors have exactly the names and shapes ``expected`` lists.
+
+    Args:
+        expected: Name -> shape of the model's state (``{k: tuple(v.shape)}``).
+        saved: Name -> shape in the file (see :func:`saved_shapes`).
+        what: The comparison, for the message, e.g. ``"run/model/model.safetensors does not
+            fit the model run/model/config.json describes"``.
+
+    Raises:
+        ValueError: a tensor is missing, unexpected or of another shape; names up to 3 of each.
+
+    Examples:
+        >>> check_state_fits({"w": (6, 128)}, {"w": (6, 128)}, "x")
+        >>> check_state_fits({"w": (10**12, 128)}, {"w": (6, 128)}, "weights do not fit")
+        Traceback (most recent call last):
+        ...
+        ValueError: weights do not fit: 'w' is (6, 128) in the file, (1000000000000, 128) expected
+    """
+    missing = [k for k in expected if k not in saved]
+    unexpected = [k for k in saved if k not in expected]
+    differ = [k for k in expected if k in saved and tuple(saved[k]) != tuple(expected[k])]
+    problems = [
+        f"{k!r} is {tuple(saved[k])} in the file, {tuple(expected[k])} expected" for k in differ[:3]
+    ]
+    if missing:
+        problems.append(f"{len(missing)} tensors missing from the file (e.g. {missing[:3]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} tensors the model lacks (e.g. {unexpected[:3]})")
+    if problems:
+        more = f" (and {len(differ) - 3} more shapes differ)" if len(differ) > 3 else ""
+        raise ValueError(f"{what}: {'; '.join(problems)}{more}")
+
+
+def _meta_shapes(spec: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+    """The state shapes of the model ``spec`` describes, built on the meta device (nothing is
+    allocated, however large ``num_classes`` is); None when a component cannot be built there.
+    """
+    from modfuse.model import FusionModel
+
+    try:
+        with torch.device("meta"):
+            model = FusionModel.from_spec(spec)
+    except KeyError:
+        raise  # an unregistered component: load_model explains
+    except Exception:  # a component whose constructor needs real tensors: checked after
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
 def load_model(directory: PathLike) -> Any:
     """Rebuild a FusionModel saved by ``save_model``.
+
+    The tensors' names and shapes in ``model.safetensors`` are checked against the model that
+    ``config.json`` describes (built first on the meta device) before any weight is allocated:
+    a ``num_classes`` of 10**12 in an edited config.json fails here, not in the allocator.
 
     Raises:
         FileNotFoundError: a file is missing.
         KeyError: the config names a component not registered in this process.
+        ValueError: the config is not a saved FusionModel's, or the weights do not fit it.
     """
     from modfuse.model import FusionModel
 
@@ -245,13 +329,27 @@ def load_model(directory: PathLike) -> Any:
     config = read_json(config_path)
     if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
         raise ValueError(f"{config_path} is not a {MODEL_FORMAT} config")
+    spec = config.get("model")
+    if not isinstance(spec, dict):
+        raise ValueError(f"{config_path}: expected a 'model' mapping, got {type(spec).__name__}")
+    weights = directory / "model.safetensors"
+    saved = saved_shapes(weights)
+    what = (
+        f"{weights} does not fit the model {config_path} describes (num_classes="
+        f"{spec.get('num_classes')!r}, fusion_dim={spec.get('fusion_dim')!r})"
+    )
     try:
-        model = FusionModel.from_spec(config["model"])
+        expected = _meta_shapes(spec)
+        if expected is not None:
+            check_state_fits(expected, saved, what)
+        model = FusionModel.from_spec(spec)
     except KeyError as err:
         raise KeyError(
             f"cannot rebuild the model in {directory}: {err.args[0]}. If it names your own "
             "component, import the module that registers it before loading."
         ) from err
-    state = load_tensors(directory / "model.safetensors")
-    model.load_state_dict(state, strict=True)
+    except TypeError as err:
+        raise ValueError(f"cannot rebuild the model in {config_path}: {err}") from err
+    check_state_fits({k: tuple(v.shape) for k, v in model.state_dict().items()}, saved, what)
+    model.load_state_dict(load_tensors(weights), strict=True)
     return model

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from modfuse.cli_checks import check_resume_fits, check_run_folder, validation_paragraph
+from modfuse.cli_data import build_data, cached_features, say
 from modfuse.config import (
     ExperimentConfig,
     ValidationError,
@@ -26,60 +27,35 @@ from modfuse.config import (
 )
 
 
-def _say(msg: str) -> None:
-    from modfuse import distributed
-
-    if distributed.is_main():  # one voice under torchrun
-        print(f"[modfuse {time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
-    """(train, test) datasets for a config."""
-    from modfuse import ContextViews
-    from modfuse.data import CIFAR10Context
-    from modfuse.data.coco import coco_splits
-
-    d = cfg.data
-    views = (
-        ContextViews(**cfg.model.views.model_dump()) if cfg.model.views else ContextViews(d.size)
-    )
-    root = Path(d.root)
-    if d.kind == "cifar10":
-        size = cfg.model.views.size if cfg.model.views else None
-        return CIFAR10Context(root, train=True, size=size), CIFAR10Context(
-            root, train=False, size=size
-        )
-    if d.kind == "synthetic":
-        from modfuse.data.synthetic import make_synthetic_coco
-
-        if not (root / "annotations" / "instances_val2017.json").is_file():
-            _say(f"writing the synthetic world to {root}")
-            make_synthetic_coco(
-                root, d.n_train, d.n_test, d.size, d.contexts, d.context_purity, cfg.seed
-            )
-    return coco_splits(
-        root,
-        categories=d.categories,
-        views=views,
-        image_size=d.image_size,
-        hide_instances=d.hide_instances,
-    )
-
-
 def _evaluate(
-    cfg: ExperimentConfig, model: Any, test: Any, out: Path, reliance_data: Any = None
+    cfg: ExperimentConfig,
+    model: Any,
+    test: Any,
+    out: Path,
+    reliance_data: Any = None,
+    progress: bool = True,
 ) -> Path:
     """Sweep ``test`` (streamed) and write the report; modality reliance is measured on
     ``reliance_data`` (the cached test features, when there are some) or ``test``."""
+    import torch
+
     from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
     from modfuse.report import write_report
 
     sweeps = [Sweep(s.name, s.attack.as_spec(), s.strengths, s.source) for s in cfg.eval.sweeps]
-    _say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
+    say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
     from modfuse import distributed
 
+    # Random perturbations drawn from torch's global generator give the same numbers in
+    # `modfuse run` and `modfuse eval`.
+    torch.manual_seed(cfg.seed)
     rows = robustness_sweep(
-        {cfg.name: model}, test, sweeps, cfg.eval.batch_size, workers=cfg.data.workers
+        {cfg.name: model},
+        test,
+        sweeps,
+        cfg.eval.batch_size,
+        progress=progress,
+        workers=cfg.data.workers,
     )
     if not distributed.is_main():
         return out / "report" / "report.md"  # rank 0 writes it
@@ -93,41 +69,32 @@ def _evaluate(
     return write_report(out / "report", rows, reliance=reliance, manifest=manifest, title=cfg.name)
 
 
-def _cached_features(
-    cfg: ExperimentConfig, model: Any, train: Any, test: Any, out: Path, progress: bool
-) -> tuple[Any, Any] | None:
-    """Train and test features from the on-disk FeatureCache when every encoder is frozen (the
-    head alone is then trained, and no encoder runs per epoch); None when they must run."""
-    from modfuse.data import FeatureCache
-    from modfuse.encoders.base import is_frozen
-
-    moving = [m for m, enc in model.encoders.items() if not is_frozen(enc)]
-    if moving:
-        _say(f"encoders {moving} are trained: no feature cache, every epoch runs them")
-        return None
-    if cfg.train.adversarial is not None:
-        _say("adversarial training attacks the inputs: no feature cache, every epoch runs them")
-        return None
-    root = out / "cache"
-    _say(
-        f"every encoder is frozen: their features are cached once in {root}, then only the "
-        "fusion head trains"
-    )
-    cache = FeatureCache(
-        root, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, progress=progress
-    )
-    return cache.features(model, train), cache.features(model, test)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
+    import torch
+
     from modfuse import distributed
     from modfuse.train import Trainer
 
+    if args.force and not args.resume:
+        raise ValueError("--force goes with --resume (resume although the config differs)")
     cfg = load_config(args.config)
     distributed.init_from_env()  # under torchrun: join the process group
     out = Path(args.out or Path("runs") / cfg.name)
     main = distributed.is_main()  # only rank 0 writes
+    # Checked by every rank before rank 0 writes anything.
+    changes = check_run_folder(out, cfg.model_dump(mode="json"), args.resume, args.force)
+    torch.manual_seed(cfg.seed)  # the seed covers the model's initial weights too
+    try:
+        model = cfg.model.build()
+    except TypeError as err:  # a component whose arguments could not be checked at load
+        raise ValueError(f"cannot build the model {args.config} describes: {err}") from err
+    if args.resume:
+        check_resume_fits(model, out)
+    distributed.barrier()
     if main:
+        if changes:
+            say(f"--resume --force: resuming {out} with a changed config: " + "; ".join(changes))
+            (out / "config.yaml").replace(out / "config.before-resume.yaml")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     train, test = build_data(cfg)
@@ -136,9 +103,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"model.num_classes is {cfg.model.num_classes} but the data has "
             f"{len(train.classes)} classes {train.classes}"
         )
-    model = cfg.model.build()
     t = cfg.train
-    device = args.device or cfg.device
+    progress = not args.no_progress
     trainer = Trainer(
         model,
         epochs=t.epochs,
@@ -152,19 +118,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         seed=cfg.seed,
         run_dir=out,
         workers=cfg.data.workers,
-        progress=not args.no_progress,
-        device=device,
+        progress=progress,
+        device=args.device or cfg.device,
     )  # moves the model to its device: the cache and the evaluation follow it
     fit_train, fit_test = train, test
-    cached = _cached_features(cfg, model, train, test, out, not args.no_progress)
+    cached = cached_features(cfg, model, train, test, out, progress)
     if cached is not None:
         fit_train, fit_test = cached
-    _say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
+    say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
     trainer.fit(fit_train, fit_test, resume=args.resume)
     if main:
         model.save(out / "model")
-    report = _evaluate(cfg, model, test, out, reliance_data=fit_test)
-    _say(f"done; model in {out / 'model'}, report in {report}")
+    report = _evaluate(cfg, model, test, out, reliance_data=fit_test, progress=progress)
+    say(f"done; model in {out / 'model'}, report in {report}")
     return 0
 
 
@@ -179,8 +145,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = args.device or cfg.device
     model.to(torch.device(device) if device else distributed.device())
     _, test = build_data(cfg)
-    report = _evaluate(cfg, model, test, run)
-    _say(f"report in {report}")
+    report = _evaluate(cfg, model, test, run, progress=not args.no_progress)
+    say(f"report in {report}")
     return 0
 
 
@@ -229,7 +195,12 @@ def parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate the experiment a YAML config describes")
     run.add_argument("config", help="experiment YAML (see examples/configs/)")
     run.add_argument("--out", help="run folder (default: runs/<config name>)")
-    run.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+    )
+    run.add_argument(
+        "--force", action="store_true", help="with --resume: resume although the config differs"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.add_argument(
         "--device", type=check_device, help="e.g. cuda, cuda:1, cpu (overrides the config)"
@@ -238,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a finished run's model again, per its config.yaml")
     ev.add_argument("run_dir")
     ev.add_argument("--device", type=check_device, help="e.g. cuda, cpu (overrides the config)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bars")
     ev.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="re-render a run's report from its results.json")
     rep.add_argument("run_dir")
@@ -257,9 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         distributed.shutdown()  # under torchrun: every rank leaves together
         return code
     except ValidationError as err:
-        print(f"modfuse: invalid config:\n{err}", file=sys.stderr)
+        print(f"modfuse: invalid config:\n{validation_paragraph(err)}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, FileNotFoundError) as err:
+    except (ValueError, KeyError, OSError) as err:  # OSError: a folder or file we cannot use
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"modfuse: error: {msg}", file=sys.stderr)
         return 2

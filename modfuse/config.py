@@ -12,12 +12,10 @@ Examples:
 
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -31,6 +29,8 @@ from pydantic import (
 )
 
 from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS, Registry
+from modfuse.config_checks import check_component, check_device
+from modfuse.config_yaml import load_yaml_text, save_config, to_yaml
 
 __all__ = [
     "ComponentSpec",
@@ -53,7 +53,7 @@ __all__ = [
 class ComponentSpec(BaseModel):
     """A registered component: its ``name`` and any keyword arguments."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     name: str
 
     def as_spec(self) -> dict[str, Any]:
@@ -61,27 +61,15 @@ class ComponentSpec(BaseModel):
 
 
 def _known(
-    registry: Registry[Any], spec: str | ComponentSpec, injected: tuple[str, ...] = ()
+    registry: Registry[Any],
+    spec: str | ComponentSpec,
+    injected: tuple[str, ...] = (),
+    build: bool = False,
 ) -> str | ComponentSpec:
-    """Check that ``spec`` names a registered component and its arguments fit its signature.
-
-    ``injected`` names the arguments the library passes itself (a fusion's in_dims, out_dim).
-    """
-    name = spec if isinstance(spec, str) else spec.name
-    if name not in registry:
-        raise ValueError(f"unknown {registry.kind} {name!r}; registered: {registry.names()}")
-    factory, args = registry.get(name)
-    kwargs = (
-        {} if isinstance(spec, str) else {k: v for k, v in spec.as_spec().items() if k != "name"}
-    )
-    try:
-        signature = inspect.signature(factory)
-    except (TypeError, ValueError):
-        return spec  # a factory without a readable signature: checked when built
-    try:
-        signature.bind(*args, **kwargs, **{k: None for k in injected})
-    except TypeError as err:
-        raise ValueError(f"{registry.kind} {name!r}: {err}") from None
+    """Check ``spec`` against ``registry`` (:func:`modfuse.config_checks.check_component`);
+    with ``build`` (light attacks, regularizers) its constructor's checks run now, not after
+    training."""
+    check_component(registry, _as_spec(spec), injected=injected, build=build)
     return spec
 
 
@@ -92,7 +80,7 @@ def _as_spec(spec: str | ComponentSpec) -> Any:
 class ViewsConfig(BaseModel):
     """Settings of :class:`modfuse.views.ContextViews`."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     size: PositiveInt | None = None
     fg_mode: Literal["mask", "box"] = "mask"
     fill: Literal["mean", "zero"] = "mean"
@@ -103,7 +91,7 @@ class ViewsConfig(BaseModel):
 class ModelConfig(BaseModel):
     """The arguments of :class:`modfuse.FusionModel`, checked against the registries."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     encoders: dict[str, str | ComponentSpec] = Field(min_length=1)
     fusion: str | ComponentSpec = "concat"
     num_classes: PositiveInt
@@ -115,8 +103,11 @@ class ModelConfig(BaseModel):
     @field_validator("encoders")
     @classmethod
     def _encoders_known(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
-        for spec in v.values():
-            _known(ENCODERS, spec)
+        for modality, spec in v.items():
+            try:
+                _known(ENCODERS, spec)
+            except ValueError as err:
+                raise ValueError(f"encoders.{modality}: {err}") from None
         return v
 
     @field_validator("fusion")
@@ -144,7 +135,7 @@ class ModelConfig(BaseModel):
 class TrainConfig(BaseModel):
     """Training settings (see :class:`modfuse.train.Trainer`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: PositiveInt = 10
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
@@ -157,20 +148,23 @@ class TrainConfig(BaseModel):
     @field_validator("regularizers")
     @classmethod
     def _regularizers_known(cls, v: list[ComponentSpec]) -> list[ComponentSpec]:
-        for spec in v:
-            _known(REGULARIZERS, spec)
+        for i, spec in enumerate(v):
+            try:
+                _known(REGULARIZERS, spec, build=True)
+            except ValueError as err:
+                raise ValueError(f"regularizers.{i}: {err}") from None
         return v
 
     @field_validator("adversarial")
     @classmethod
     def _attack_known(cls, v: ComponentSpec | None) -> ComponentSpec | None:
-        return v if v is None else _known(ATTACKS, v)
+        return v if v is None else _known(ATTACKS, v, build=True)
 
 
 class DataConfig(BaseModel):
     """Where the data comes from: the embedded synthetic world, a COCO folder or CIFAR-10."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: Literal["synthetic", "coco", "cifar10"] = "synthetic"
     root: str = "data"
     n_train: PositiveInt = 2000
@@ -199,7 +193,7 @@ class DataConfig(BaseModel):
 class SweepConfig(BaseModel):
     """One perturbation swept over strengths (see :class:`modfuse.evaluate.Sweep`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str
     attack: ComponentSpec
     strengths: list[NonNegativeFloat] = Field(min_length=1)
@@ -208,13 +202,27 @@ class SweepConfig(BaseModel):
     @field_validator("attack")
     @classmethod
     def _attack_known(cls, v: ComponentSpec) -> ComponentSpec:
-        return _known(ATTACKS, v)
+        return _known(ATTACKS, v, build=True)
+
+    @model_validator(mode="after")
+    def _strengths_fit(self) -> SweepConfig:
+        # The sweep's own checks (strength count, largest valid strength) run before training.
+        from modfuse.evaluate import Sweep
+
+        try:
+            sweep = Sweep(self.name, self.attack.as_spec(), list(self.strengths), self.source)
+            if sweep.attack.strength_param is not None:
+                for value in self.strengths:
+                    sweep.attack.with_strength(value)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"strengths {self.strengths}: {err}") from None
+        return self
 
 
 class EvalConfig(BaseModel):
     """Robustness evaluation settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     batch_size: PositiveInt = 128
     sweeps: list[SweepConfig] = Field(default_factory=list)
 
@@ -227,11 +235,14 @@ class ExperimentConfig(BaseModel):
 
     ``name`` names the run folder (``runs/<name>``): letters, digits, ``_``, ``.`` and ``-``
     only, so that a config cannot make the command write outside its run folder.
+
+    ``seed`` seeds the model's initial weights, the data order and random perturbations: one
+    config gives byte-identical results on one machine. No number may be NaN or infinite.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=2**32)
     device: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
@@ -258,46 +269,23 @@ class ExperimentConfig(BaseModel):
             (f"eval.sweeps.{i}.attack", s.attack) for i, s in enumerate(self.eval.sweeps)
         ]
         for where, spec in attacks:
-            targets = getattr(spec, "targets", None) if spec is not None else None
-            for t in targets or []:
+            # An adapter of a single-input library names one `target`.
+            targets = getattr(spec, "targets", None) or getattr(spec, "target", None)
+            for t in [targets] if isinstance(targets, str) else targets or []:
                 if t not in inputs:
                     raise ValueError(
                         f"{where}.targets: {t!r} is not an input of the model; expected {inputs}"
                     )
+        for i, sweep in enumerate(self.eval.sweeps):
+            if sweep.source not in (None, self.name):
+                raise ValueError(
+                    f"eval.sweeps.{i}.source: {sweep.source!r} is not a model of this run; "
+                    f"expected None (white-box) or {self.name!r}, the one model it trains"
+                )
         names = [s.name for s in self.eval.sweeps]
         if len(set(names)) != len(names) or "clean" in names:
             raise ValueError(f"eval.sweeps: names must be unique and not 'clean', got {names}")
         return self
-
-
-def check_device(device: str) -> str:
-    """``device`` if torch can parse it (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
-
-    Raises:
-        ValueError: torch does not know the device string.
-    """
-    import torch
-
-    try:
-        torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(
-            f"device {device!r} is not a torch device; expected e.g. 'cpu', 'cuda', 'cuda:1'"
-        ) from err
-    return device
-
-
-def load_yaml_text(text: str) -> Any:
-    """Parse YAML with the safe loader (no Python objects), with a clear error."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f"malformed YAML: {err}") from err
-
-
-def to_yaml(cfg: BaseModel) -> str:
-    """A config as YAML text."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
 def load_config(path: str | os.PathLike, cls: type[BaseModel] = ExperimentConfig) -> Any:
@@ -309,15 +297,3 @@ def load_config(path: str | os.PathLike, cls: type[BaseModel] = ExperimentConfig
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return cls.model_validate(data)
-
-
-def save_config(cfg: BaseModel, path: str | os.PathLike) -> None:
-    """Write a config as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
-    from modfuse.checkpoint import atomic_write_bytes
-
-    path = Path(path)
-    if path.suffix in (".yaml", ".yml"):
-        text = to_yaml(cfg)
-    else:
-        text = cfg.model_dump_json(indent=2) + "\n"
-    atomic_write_bytes(path, text.encode())

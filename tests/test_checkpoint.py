@@ -106,3 +106,12 @@ def test_atomic_write_leaves_no_temp_files(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"x": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": 2}
+
+
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    from modfuse.checkpoint import load_tensors
+
+    path = tmp_path / "photo.pth"
+    path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")  # a JPEG renamed
+    with pytest.raises(ValueError, match="is not a PyTorch checkpoint: .* starts with"):
+        load_tensors(path)
