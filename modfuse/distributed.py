@@ -9,9 +9,11 @@ across ranks with exact counts, and lets rank 0 alone write checkpoints and repo
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 def default_backend() -> str:
@@ -77,6 +79,44 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
         else:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def check_same_weights(models: Mapping[str, nn.Module]) -> None:
+    """Stop unless every rank holds the same models with the same weights and buffers.
+
+    Each rank hashes each model's state (:func:`modfuse.data.cache.module_hash`) and the
+    hashes are gathered on every rank, so all ranks raise together: a sharded evaluation of
+    different weights would sum counts of different models into one report. Nothing to check
+    (and no communication) in a single process.
+
+    Raises:
+        RuntimeError: naming each model whose weights differ (or that some rank lacks) and
+            which ranks hold which version.
+
+    Examples:
+        >>> check_same_weights({"m": nn.Linear(2, 2)})  # one process: nothing to compare
+    """
+    if not is_distributed():
+        return
+    from modfuse.data.cache import module_hash
+
+    mine = {name: module_hash(model) for name, model in models.items()}
+    every: list[dict[str, str] | None] = [None] * world_size()
+    dist.all_gather_object(every, mine)
+    problems = []
+    for name in sorted({n for hashes in every for n in (hashes or {})}):
+        versions: dict[str, list[int]] = {}
+        for r, hashes in enumerate(every):
+            versions.setdefault((hashes or {}).get(name, "missing"), []).append(r)
+        if len(versions) > 1:
+            held = ", ".join(f"ranks {ranks} {h}" for h, ranks in versions.items())
+            problems.append(f"{name!r} ({held})")
+    if problems:
+        raise RuntimeError(
+            "every rank must evaluate the same weights, but these models differ across ranks: "
+            f"{'; '.join(problems)}. Load the models after rank 0 has written them (a barrier "
+            "before reading) and from the same files"
+        )
 
 
 def shutdown() -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,14 @@ from tqdm.auto import tqdm
 
 from modfuse import distributed as dist_utils
 from modfuse._registry import ATTACKS
+from modfuse.attacks.checks import check_strength
+from modfuse.attacks.keys import perturbation_key
 from modfuse.checkpoint import atomic_write_json
 from modfuse.data.cache import FeatureDataset, module_hash
 from modfuse.data.loader import make_loader
 from modfuse.devices import model_device, model_dtype, to_model
 from modfuse.model import FusionModel, HeadView
+from modfuse.modes import eval_mode
 
 
 @dataclass
@@ -59,6 +63,9 @@ class Sweep:
             raise ValueError(f"sweep {self.name!r} has no strengths")
         if self.attack.strength_param is None and len(self.strengths) > 1:
             raise ValueError(f"{type(self.attack).__name__} has no strength to sweep")
+        what = f"sweep {self.name!r}: strengths ({self.attack.strength_param or 'none'})"
+        for v in self.strengths:
+            check_strength(v, what, self.attack.strength_max)
 
 
 class SweepResult(list):
@@ -200,11 +207,9 @@ def robustness_sweep(
     for s in perturbations:
         if s.source is not None and s.source not in models:
             raise KeyError(f"sweep {s.name!r}: source model {s.source!r} not in {sorted(models)}")
+    dist_utils.check_same_weights(models)  # one model per report: every rank the same
     wrapped = {n: _as_model(m, data) for n, m in models.items()}
     placement = _one_placement(wrapped)
-    modes = {n: m.training for n, m in wrapped.items()}
-    for m in wrapped.values():
-        m.eval()
     points = [("clean", None, 0.0)] + [
         (s.name, s, float(v)) for s in perturbations for v in s.strengths
     ]
@@ -219,7 +224,7 @@ def robustness_sweep(
     first = None
     progress_file = _ResumeFile(resume_file, wrapped, data, perturbations, batch_size)
     done, total = progress_file.load(correct)
-    try:
+    with eval_mode(*wrapped.values()):
         for index, batch in enumerate(
             tqdm(loader, desc="robustness sweep", disable=not progress or not dist_utils.is_main())
         ):
@@ -243,9 +248,6 @@ def robustness_sweep(
                 _sweep_batch(s, wrapped, batch, labels, memo, correct)
             progress_file.save(index + 1, correct, total)
         flags = _sanity(wrapped, perturbations, first) if sanity and first else []
-    finally:
-        for n, m in wrapped.items():
-            m.train(modes[n])
     keys = list(correct)
     summed = dist_utils.all_reduce_sum(torch.tensor([correct[k] for k in keys] + [total]))
     correct = dict(zip(keys, summed[:-1].tolist()))
@@ -314,11 +316,22 @@ class _ResumeFile:
             return
         from modfuse.data.cache import dataset_fingerprint
 
+        keys = [(s.name, *perturbation_key(s.attack)) for s in sweeps]
+        unkeyable = [f"sweep {name!r}: {why}" for name, key, why in keys if key is None]
+        if unkeyable:
+            # Counts resumed from another configuration would be silently wrong rows.
+            warnings.warn(
+                f"resume file {str(self.path)!r} not used: {'; '.join(unkeyable)}",
+                stacklevel=3,
+            )
+            self.path = None
+            return
         what = {
             "models": {n: module_hash(m) for n, m in models.items()},
             "data": dataset_fingerprint(data),
             "sweeps": [
-                [s.name, repr(s.attack), [float(v) for v in s.strengths], s.source] for s in sweeps
+                [s.name, key, [float(v) for v in s.strengths], s.source]
+                for s, (_, key, _) in zip(sweeps, keys)
             ],
             "batch_size": batch_size,
             "world": dist_utils.world_size(),
@@ -414,12 +427,10 @@ def _features(
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
     """Clean and perturbed features of every item, and the labels."""
     model = _as_model(model, data)
-    was_training = model.training
-    model.eval()
     clean: dict[str, list[torch.Tensor]] = {}
     pert: dict[str, list[torch.Tensor]] = {}
     labels = []
-    try:
+    with eval_mode(model):
         for batch in make_loader(data, batch_size):
             batch = to_model(batch, model)
             y = torch.as_tensor(batch["label"]).long()
@@ -430,8 +441,6 @@ def _features(
                     for m, f in model.encode(x).items():
                         store.setdefault(m, []).append(f)
             labels.append(y)
-    finally:
-        model.train(was_training)
     cat = {m: torch.cat(v) for m, v in clean.items()}
     return cat, {m: torch.cat(v) for m, v in pert.items()}, torch.cat(labels)
 
@@ -506,9 +515,7 @@ def modality_reliance(
         (True, 0.0, 1.0)
     """
     feats, _, labels = _features(model, data, None, batch_size)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             base = (model.fuse(feats).argmax(1) == labels).float().mean().item()
             shares = branch_norm_share(model)
@@ -521,6 +528,4 @@ def modality_reliance(
                     "norm_share": shares[m],
                     "clean_accuracy": base,
                 }
-    finally:
-        model.train(was_training)
     return out

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from modfuse.devices import model_device, to_model
+from modfuse.modes import eval_mode
 
 #: What each check means and what to do about it.
 CHECKS: dict[str, tuple[str, str]] = {
@@ -128,7 +129,7 @@ def check_model(
 
     Args:
         name: The model's name in the report.
-        model: The model (its mode is restored).
+        model: The model (every submodule's mode is restored).
         inputs: One batch of the model's inputs.
         labels: Its labels.
         attacks: ``(attack, strength)`` pairs of gradient attacks to probe.
@@ -143,9 +144,7 @@ def check_model(
     flags: list[Flag] = []
     inputs = to_model(inputs, model)
     labels = labels.to(model_device(model))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         with torch.no_grad():
             a, b = model(inputs), model(inputs)
         if stochastic and not torch.equal(a, b):
@@ -205,8 +204,6 @@ def check_model(
                         f"accuracy {acc_adv:.3f}, random signs {acc_noise:.3f}",
                     )
                 )
-    finally:
-        model.train(was_training)
     return flags
 
 

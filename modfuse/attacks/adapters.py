@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ from torch import nn
 
 from modfuse._registry import register_attack
 from modfuse.attacks.base import Attack, AttackContext
+from modfuse.attacks.checks import check_finite
 
 
 class SingleInput(nn.Module):
@@ -54,6 +56,10 @@ class TorchAttacksAdapter(Attack):
 
     def __init__(self, attack: str | type, target: str = "fg", **kwargs: Any) -> None:
         super().__init__((target,), ranges={target: (0.0, 1.0)})
+        for name, value in kwargs.items():
+            # torchattacks takes its numbers unchecked: a NaN eps would give NaN images.
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                check_finite(value, name)
         self.attack = attack
         self.kwargs = kwargs
 

@@ -1,7 +1,8 @@
 """The Attack base class: everything an attack on named modalities needs but its one idea.
 
 A subclass writes ``perturb(ctx, x) -> x'`` over the target tensors only. The base class owns:
-checking the inputs, the model's train/eval mode (saved and restored), cloning and detaching,
+checking the inputs, the model's train/eval mode (every submodule's flag saved and restored),
+cloning and detaching,
 gradients taken with ``torch.autograd.grad`` (parameters' ``.grad`` never touched), clamping to
 each key's valid range, the random generator (random parameters drawn once per call), the
 loss and targeted mode, and caching the features of modalities that are not attacked.
@@ -10,6 +11,8 @@ loss and targeted mode, and caching the features of modalities that are not atta
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -17,7 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modfuse.attacks.checks import check_strength
+from modfuse.attacks.keys import perturbation_key
 from modfuse.devices import model_device, to_model
+from modfuse.modes import eval_mode, preserved_modes
 
 Range = tuple[float, float] | None
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -37,15 +43,6 @@ def per_key(value: float | Mapping[str, float], key: str, what: str) -> float:
 def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Per-sample ``values`` (B,) shaped to broadcast against ``like``: (B, 1, ..., 1)."""
     return values.view(-1, *([1] * (like.dim() - 1)))
-
-
-def check_non_negative(value: Any, what: str) -> None:
-    """Raise if a strength (or any of its per-key / per-sample values) is negative."""
-    values = value.values() if isinstance(value, Mapping) else [value]
-    for v in values:
-        lo = float(torch.as_tensor(v).min()) if not isinstance(v, (int, float)) else v
-        if lo < 0:
-            raise ValueError(f"{what} must be >= 0, got {value}")
 
 
 class AttackContext:
@@ -130,7 +127,9 @@ class Attack:
             tensor (bit-identical, never recomputed).
         ranges: Valid range per key, e.g. ``{"fg": (0, 1), "text": None}``. Keys not named get
             ``(0, 1)`` when they are images (4-D) and no bound otherwise.
-        loss: ``loss(logits, labels, reduction=...)``; cross-entropy by default.
+        loss: ``loss(logits, labels, reduction=...)``; cross-entropy by default. A module-level
+            function (or a ``functools.partial`` of one) keeps the attack cacheable; a lambda,
+            closure or callable object cannot be keyed, so results under it are not cached.
         targeted: Move towards ``labels`` (the target classes) instead of away from them.
         seed: Seed for the random parameters, drawn once per call; None uses torch's global RNG.
         model_mode: ``"eval"`` runs the model in eval mode during the attack (then restores
@@ -154,6 +153,8 @@ class Attack:
     #: What the targets hold: "real" values (images, audio, features), "integer" ids (tokens),
     #: or "any" (an attack that only removes inputs).
     input_kind: str = "real"
+    #: The largest valid strength (a rate is at most 1); the smallest is always 0.
+    strength_max: float = math.inf
 
     def __init__(
         self,
@@ -171,6 +172,8 @@ class Attack:
             raise ValueError("an attack needs at least one target key, got none")
         if model_mode not in ("eval", "keep"):
             raise ValueError(f"model_mode must be 'eval' or 'keep', got {model_mode!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self.targets = tuple(targets)
         self.ranges = dict(ranges or {})
         for k, r in self.ranges.items():
@@ -197,7 +200,7 @@ class Attack:
         """A copy of this attack with its strength (eps, sigma, std...) set to ``value``."""
         if self.strength_param is None:
             raise TypeError(f"{type(self).__name__} has no strength to sweep")
-        check_non_negative(value, self.strength_param)
+        check_strength(value, self.strength_param, self.strength_max)
         other = copy.copy(self)
         setattr(other, self.strength_param, value)
         return other
@@ -277,22 +280,22 @@ class Attack:
         if torch.is_tensor(labels):
             labels = labels.to(model_device(model))
         self._check(model, inputs, labels)
-        was_training = model.training
         validate = getattr(model, "validate", None)
-        if self.model_mode == "eval":
-            model.eval()
-        try:
-            ctx = AttackContext(self, model, inputs, labels, self.generator())
-            x = {k: inputs[k].detach().clone() for k in self.targets}
-            if validate:
-                # The inputs were checked above (and by the model, once, in the context):
-                # skip the model's per-call checks inside the attack's loop.
-                model.validate = False
-            result = work(ctx, x)
-        finally:
-            model.train(was_training)
-            if validate is not None:
-                model.validate = validate
+        # Every submodule's mode comes back as it was (a frozen encoder the user put in eval
+        # mode inside a training model stays in eval mode), exceptions included.
+        modes = eval_mode(model) if self.model_mode == "eval" else preserved_modes(model)
+        with modes:
+            try:
+                ctx = AttackContext(self, model, inputs, labels, self.generator())
+                x = {k: inputs[k].detach().clone() for k in self.targets}
+                if validate:
+                    # The inputs were checked above (and by the model, once, in the context):
+                    # skip the model's per-call checks inside the attack's loop.
+                    model.validate = False
+                result = work(ctx, x)
+            finally:
+                if validate is not None:
+                    model.validate = validate
         # Work done by the last call, for tests and benchmarks that count model passes.
         self.last_counts = {"forward": ctx.forward_count, "backward": ctx.backward_count}
         return result
@@ -313,6 +316,25 @@ class Attack:
             return out
 
         return self.run(model, inputs, labels, perturb_and_clamp)
+
+    def fingerprint(self) -> str | None:
+        """A key of everything that changes this attack's output, or None if it has none.
+
+        Hashes the class (module and qualified name) and every setting in ``vars(self)``:
+        tensors by bytes, numbers and containers by value, the loss and other functions by
+        module and qualified name. A lambda, closure, bound method or callable object among
+        the settings cannot be identified: the attack then has no key, and caches and resume
+        files recompute rather than risk a wrong hit (see :mod:`modfuse.attacks.keys`).
+
+        Examples:
+            >>> from modfuse.attacks import FGSM
+            >>> a, b = FGSM(eps=0.1, seed=1), FGSM(eps=0.1, seed=2)
+            >>> a.fingerprint() == FGSM(eps=0.1, seed=1).fingerprint() != b.fingerprint()
+            True
+            >>> print(FGSM(loss=lambda logits, y, reduction="mean": logits.sum()).fingerprint())
+            None
+        """
+        return perturbation_key(self)[0]
 
     def __repr__(self) -> str:
         fields = {k: v for k, v in vars(self).items() if k not in ("loss_fn", "last_counts")}

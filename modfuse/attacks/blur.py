@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, check_non_negative, per_key
+from modfuse.attacks.base import Attack, AttackContext, per_key
+from modfuse.attacks.checks import check_strength
 
 
 def gaussian_kernels(sigma: torch.Tensor, radius: int) -> torch.Tensor:
@@ -38,6 +39,7 @@ def gaussian_blur(
     if x.dim() != 4:
         raise ValueError(f"blur needs images (B, C, H, W), got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
+    check_strength(sigma, "sigma")
     sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).flatten()
     if sig.numel() not in (1, b):
         raise ValueError(f"sigma must be a number or one value per sample ({b}), got {sig.numel()}")
@@ -95,22 +97,27 @@ class GaussianBlur(Attack):
 
     def __init__(
         self,
-        sigma: float | Mapping[str, float] | tuple[float, float] = 1.0,
+        sigma: float | Mapping[str, float] | tuple[float, float] | list[float] = 1.0,
         targets: Sequence[str] = ("fg",),
         region: str | None = None,
         truncate: float = 3.0,
         **kw,
     ) -> None:
         super().__init__(targets, **kw)
-        check_non_negative(sigma if not isinstance(sigma, tuple) else min(sigma), "sigma")
-        if truncate <= 0:
+        if isinstance(sigma, list):
+            sigma = tuple(sigma)  # a range read from YAML or JSON comes as a list
+        check_strength(sigma, "sigma")
+        if isinstance(sigma, tuple) and (len(sigma) != 2 or sigma[0] > sigma[1]):
+            raise ValueError(f"a sigma range must be (low, high) with low <= high, got {sigma}")
+        check_strength(truncate, "truncate")
+        if truncate == 0:
             raise ValueError(f"truncate must be > 0, got {truncate}")
         self.sigma, self.region, self.truncate = sigma, region, truncate
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
         for k, v in x.items():
-            if isinstance(self.sigma, tuple):
+            if isinstance(self.sigma, (tuple, list)):
                 lo, hi = self.sigma
                 u = torch.rand(v.shape[0], generator=ctx.generator, dtype=v.dtype)
                 sigma: float | torch.Tensor = (lo + (hi - lo) * u).to(v.device)

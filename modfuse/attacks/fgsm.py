@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, check_non_negative, per_key
+from modfuse.attacks.base import Attack, AttackContext, per_key
+from modfuse.attacks.checks import check_strength
 from modfuse.devices import to_model
 
 
@@ -36,7 +37,7 @@ class FGSM(Attack):
         self, eps: float | Mapping[str, float] = 8 / 255, targets: Sequence[str] = ("fg",), **kw
     ) -> None:
         super().__init__(targets, **kw)
-        check_non_negative(eps, "eps")
+        check_strength(eps, "eps")
         self.eps = eps
 
     def sweep(
@@ -52,7 +53,7 @@ class FGSM(Attack):
         input either way), at the cost of one backward pass instead of one per strength.
         """
         for s in strengths:
-            check_non_negative(s, "eps")
+            check_strength(s, "eps")
         inputs = to_model(inputs, model)  # untouched keys come back on the model's device
 
         def every_strength(ctx: AttackContext, x: dict[str, torch.Tensor]) -> list[dict]:

@@ -7,13 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import (
-    Attack,
-    AttackContext,
-    check_non_negative,
-    per_key,
-    per_sample,
-)
+from modfuse.attacks.base import Attack, AttackContext, per_key, per_sample
+from modfuse.attacks.checks import check_finite, check_strength
 
 
 @register_attack("noise")
@@ -46,7 +41,9 @@ class GaussianNoise(Attack):
         **kw,
     ) -> None:
         super().__init__(targets, **kw)
-        check_non_negative(std, "std")
+        check_strength(std, "std")
+        if snr_db is not None:
+            check_finite(snr_db, "snr_db")  # any sign: noise louder than the signal is < 0 dB
         self.std, self.snr_db = std, snr_db
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

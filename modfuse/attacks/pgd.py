@@ -8,13 +8,8 @@ from typing import Literal
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import (
-    Attack,
-    AttackContext,
-    check_non_negative,
-    per_key,
-    per_sample,
-)
+from modfuse.attacks.base import Attack, AttackContext, per_key, per_sample
+from modfuse.attacks.checks import check_count, check_strength
 
 
 def _per_sample_norm(x: torch.Tensor) -> torch.Tensor:
@@ -63,13 +58,12 @@ class PGD(Attack):
         **kw,
     ) -> None:
         super().__init__(targets, **kw)
-        check_non_negative(eps, "eps")
+        check_strength(eps, "eps")
         if alpha is not None:
-            check_non_negative(alpha, "alpha")
+            check_strength(alpha, "alpha")
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        check_count(steps, "steps")
         self.eps, self.steps, self.alpha, self.norm = eps, steps, alpha, norm
         self.random_start, self.early_stop = random_start, early_stop
 

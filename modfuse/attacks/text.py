@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, check_non_negative
+from modfuse.attacks.base import Attack, AttackContext
+from modfuse.attacks.checks import check_count, check_strength
 from modfuse.attacks.pgd import PGD
 from modfuse.encoders.text import PAD
 
@@ -63,13 +64,12 @@ class EmbeddingPGD(PGD):
 
 class _TokenAttack(Attack):
     strength_param = "rate"
+    strength_max = 1.0
     input_kind = "integer"
 
     def __init__(self, rate: float = 0.1, targets: Sequence[str] = ("text",), **kw) -> None:
         super().__init__(targets, **kw)
-        check_non_negative(rate, "rate")
-        if rate > 1:
-            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        check_strength(rate, "rate", high=1.0)
         self.rate = rate
 
     def _hit(self, ctx: AttackContext, ids: torch.Tensor) -> torch.Tensor:
@@ -105,6 +105,8 @@ class TokenSubstitution(_TokenAttack):
         **kw,
     ) -> None:
         super().__init__(rate, targets, **kw)
+        if vocab_size is not None:
+            check_count(vocab_size, "vocab_size", low=3)
         self.vocab_size = vocab_size
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

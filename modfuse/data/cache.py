@@ -1,9 +1,11 @@
 """FeatureCache: frozen encoders' features for a dataset, computed once, stored as safetensors.
 
 An entry is keyed by a hash of the encoder (its spec and every weight), the dataset's
-fingerprint and the perturbation applied, so a change to any of them computes it anew and an
-unchanged setup computes nothing. Entries are written atomically; a damaged entry is detected
-on read and rebuilt, never used.
+fingerprint and the perturbation applied (its class and every setting, loss function included:
+:meth:`modfuse.attacks.Attack.fingerprint`), so a change to any of them computes it anew and an
+unchanged setup computes nothing. A perturbation that cannot be keyed (a lambda loss) is
+computed every time and never stored. Entries are written atomically; a damaged entry is
+detected on read and rebuilt, never used.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from modfuse import distributed as dist_utils
 from modfuse.checkpoint import load_tensors, save_tensors
 from modfuse.data.loader import StackedDataset, make_loader
 from modfuse.devices import autocast, to_model
+from modfuse.modes import eval_mode
 
 CACHE_FORMAT = "modfuse.FeatureCache/1"
 
@@ -138,6 +142,7 @@ class FeatureCache:
         self.progress = progress
         self.computed: list[str] = []  # modalities computed (not read) by the last call
         self.rebuilt: list[str] = []  # damaged entries found and rebuilt by the last call
+        self.uncached: list[str] = []  # modalities computed but not stored: no key (last call)
 
     def key(
         self,
@@ -145,8 +150,14 @@ class FeatureCache:
         modality: str,
         dataset: Dataset,
         perturbation: Any = None,
-    ) -> str:
-        """The entry name for one modality's features under one setup."""
+    ) -> str | None:
+        """The entry name for one modality's features under one setup.
+
+        None when the perturbation changes this modality's features but cannot be keyed (see
+        :func:`modfuse.attacks.keys.perturbation_key`): such features are not cached.
+        """
+        from modfuse.attacks.keys import perturbation_key
+
         targets = set(getattr(perturbation, "targets", ()))
         if (
             perturbation is not None
@@ -155,12 +166,17 @@ class FeatureCache:
         ):
             # Perturbing other modalities' inputs leaves this one's features as they were.
             perturbation = None
+        fingerprint = None
+        if perturbation is not None:
+            fingerprint, _ = perturbation_key(perturbation)
+            if fingerprint is None:
+                return None
         parts = {
             "format": CACHE_FORMAT,
             "encoder": module_hash(model.encoders[modality], model.spec["encoders"].get(modality)),
             "views": model.spec.get("views"),
             "dataset": dataset_fingerprint(dataset),
-            "perturbation": repr(perturbation) if perturbation is not None else None,
+            "perturbation": fingerprint,
         }
         if perturbation is not None and getattr(perturbation, "uses_gradients", True):
             # A gradient attack depends on the whole model, head included.
@@ -191,7 +207,8 @@ class FeatureCache:
         """Features of ``modalities`` (default: all of the model's) for every item of ``dataset``.
 
         Args:
-            model: A FusionModel whose encoders are frozen (its mode is restored afterwards).
+            model: A FusionModel whose encoders are frozen (every submodule's mode is
+                restored afterwards).
             dataset: Dict samples with the model's inputs and a ``label``.
             modalities: Which modalities to return.
             perturbation: An attack applied to each batch before encoding (blur, FGSM...).
@@ -200,18 +217,25 @@ class FeatureCache:
         unknown = [m for m in modalities if m not in model.modalities]
         if unknown:
             raise KeyError(f"modality {unknown[0]!r} not in the model; it has {model.modalities}")
-        self.computed, self.rebuilt = [], []
-        paths = {
-            m: self.root / f"{self.key(model, m, dataset, perturbation)}.safetensors"
-            for m in modalities
-        }
-        found = {m: self._read(p) for m, p in paths.items()}
+        self.computed, self.rebuilt, self.uncached = [], [], []
+        keys = {m: self.key(model, m, dataset, perturbation) for m in modalities}
+        paths = {m: self.root / f"{k}.safetensors" for m, k in keys.items() if k is not None}
+        self.uncached = [m for m in modalities if m not in paths]
+        if self.uncached:
+            from modfuse.attacks.keys import perturbation_key
+
+            warnings.warn(
+                f"features of {self.uncached} under {perturbation!r} are computed and not "
+                f"cached: {perturbation_key(perturbation)[1]}",
+                stacklevel=2,
+            )
+        found = {m: self._read(paths[m]) if m in paths else None for m in modalities}
         todo = [m for m in modalities if found[m] is None]
         if todo:
             computed, labels = self._extract(model, dataset, todo, perturbation)
             for m in todo:
                 entry = {"features": computed[m], "label": labels}
-                if dist_utils.is_main():
+                if dist_utils.is_main() and m in paths:
                     save_tensors(paths[m], entry, {"format": CACHE_FORMAT})
                 found[m] = entry
             dist_utils.barrier()
@@ -225,14 +249,12 @@ class FeatureCache:
         indices = dist_utils.shard_indices(len(dataset))  # all items in one process
         shard = dataset if dist_utils.world_size() == 1 else Subset(dataset, indices)
         loader = make_loader(shard, self.batch_size, shuffle=False, workers=self.workers)
-        was_training = model.training
-        model.eval()
         out: dict[str, list[torch.Tensor]] = {m: [] for m in todo}
         labels = []
         # A perturbation of a view ("fg") needs the views themselves as inputs; one of the raw
         # image needs the raw inputs; with none, the model's default (raw when it has views).
         raw = None if perturbation is None else bool({"image", "mask"} & set(perturbation.targets))
-        try:
+        with eval_mode(model):
             bar = tqdm(loader, desc=f"features {','.join(todo)}", disable=not self.progress)
             for batch in bar:
                 batch = to_model(batch, model)
@@ -246,8 +268,6 @@ class FeatureCache:
                         # Stored on the CPU in float32, whatever the model's device and dtype.
                         out[m].append(model.encoders[m](prepared[m]).float().cpu())
                 labels.append(y.cpu())
-        finally:
-            model.train(was_training)
         feats = {m: torch.cat(v) for m, v in out.items()}
         y = torch.cat(labels).long()
         if dist_utils.world_size() > 1:
