@@ -4,7 +4,16 @@ import pytest
 import torch
 
 from modfuse import ATTACKS
-from modfuse.attacks import FGSM, PGD, DropModality, GaussianBlur, GaussianNoise
+from modfuse.attacks import (
+    APGD,
+    FGSM,
+    PGD,
+    DropModality,
+    Ensemble,
+    GaussianBlur,
+    GaussianNoise,
+    Square,
+)
 from tests.attacks.common import fg_bg_batch, fg_bg_model
 
 EPS = 8 / 255
@@ -33,6 +42,21 @@ ATTACK_CASES = {
         lambda t: GaussianNoise(0, targets=t),
     ),
     "drop": (lambda t: DropModality(targets=t), None, None),
+    "apgd": (
+        lambda t: APGD(eps=EPS, steps=3, targets=t, seed=0),
+        ("linf", EPS),
+        lambda t: APGD(eps=0, steps=3, targets=t, seed=0),
+    ),
+    "square": (
+        lambda t: Square(eps=EPS, queries=20, targets=t, seed=0),
+        ("linf", EPS),
+        lambda t: Square(eps=0, queries=20, targets=t, seed=0),
+    ),
+    "worst_case": (
+        lambda t: Ensemble.standard(EPS, targets=t, steps=2, queries=10),
+        ("linf", EPS),
+        lambda t: Ensemble.standard(0, targets=t, steps=2, queries=10),
+    ),
     "torchattacks_pgd": (
         lambda t: ATTACKS.create(
             {
@@ -69,6 +93,9 @@ def test_every_registered_attack_is_covered():
         "embedding_pgd",
         "token_substitution",
         "token_drop",
+        "apgd",
+        "square",
+        "worst_case",
     }
     assert set(ATTACKS.names()) <= covered | set(ATTACKS.names("user_*"))
 

@@ -1,0 +1,159 @@
+"""Square Attack (Andriushchenko et al. 2020, arXiv 1912.00049): L-inf, gradient-free."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+
+from modfuse._registry import register_attack
+from modfuse.attacks.base import Attack, AttackContext, per_key, per_sample
+from modfuse.attacks.checks import check_count, check_strength
+
+Tensors = dict[str, torch.Tensor]
+
+
+def square_fraction(p_init: float, i: int, queries: int) -> float:
+    """Fraction of the pixels a square covers at iteration ``i``: the paper's halving schedule.
+
+    The schedule is written for 10,000 queries and rescaled to ``queries``.
+
+    Examples:
+        >>> [square_fraction(0.8, i, 10_000) for i in (0, 11, 51, 9_000)]
+        [0.8, 0.4, 0.2, 0.0015625]
+    """
+    it = int(i / queries * 10_000)
+    bounds = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
+    halvings = sum(it > b for b in bounds)
+    return p_init if it > 10_000 else p_init / 2**halvings
+
+
+def _grid(shape: torch.Size) -> tuple[int, int, int, int]:
+    """A target's shape seen as images (B, C, H, W): (B, C, L) -> (B, C, 1, L), (B, D) ->
+    (B, 1, 1, D), (B, ..., H, W) -> (B, prod(...), H, W)."""
+    b, rest = shape[0], tuple(shape[1:])
+    if len(rest) >= 3:
+        return b, math.prod(rest[:-2]), rest[-2], rest[-1]
+    if len(rest) == 2:
+        return b, rest[0], 1, rest[1]
+    return b, 1, 1, math.prod(rest)
+
+
+@register_attack("square")
+class Square(Attack):
+    """Random search over squares of ``+-eps``: no gradients, so gradient masking cannot hide.
+
+    Start: vertical stripes of ``+-eps`` (one sign per column and channel). Then, per query,
+    one square window per sample (its side shrinking on the paper's schedule) gets a fresh
+    sign per channel; the change is kept if the margin ``z_y - max_{i != y} z_i`` drops (for
+    ``targeted=True``, ``max_{i != t} z_i - z_t``). A sample stops once it is fooled. Inputs
+    that are not images are searched as ``(B, C, 1, L)`` strips. Each query is one forward
+    pass of the whole batch.
+
+    Args:
+        eps: L-inf budget, shared or per key.
+        queries: Model evaluations per sample, the clean one included.
+        p_init: Fraction of the pixels the first squares cover.
+        targets: Input keys to attack. Other arguments: see :class:`Attack`, but ``loss``:
+            the search follows the logits' margin, as the paper does.
+
+    Examples:
+        >>> import torch
+        >>> from modfuse import FusionModel
+        >>> model = FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)
+        >>> x = {"fg": torch.rand(2, 3, 16, 16), "bg": torch.rand(2, 3, 16, 16)}
+        >>> adv = Square(eps=4 / 255, queries=20, seed=0)(model, x, torch.tensor([0, 2]))
+        >>> adv["bg"] is x["bg"], float((adv["fg"] - x["fg"]).abs().max()) <= 4 / 255 + 1e-6
+        (True, True)
+    """
+
+    strength_param = "eps"
+    uses_gradients = False
+    norm = "linf"
+
+    def __init__(
+        self,
+        eps: float | Mapping[str, float] = 8 / 255,
+        queries: int = 5000,
+        p_init: float = 0.8,
+        targets: Sequence[str] = ("fg",),
+        **kw,
+    ) -> None:
+        if "loss" in kw:
+            raise ValueError("Square follows the logits' margin, as the paper does; got a loss")
+        super().__init__(targets, **kw)
+        check_strength(eps, "eps")
+        check_count(queries, "queries", low=2)
+        check_strength(p_init, "p_init", high=1.0)
+        if p_init == 0:
+            raise ValueError("p_init must be in (0, 1], got 0")
+        self.eps, self.queries, self.p_init = eps, queries, p_init
+
+    def _margin(self, ctx: AttackContext, x: Tensors, shapes: dict) -> tuple:
+        """Margin (B,) and whether the model is fooled (B,) at ``x`` (grid-shaped tensors)."""
+        with torch.no_grad():
+            logits = ctx.logits({k: v.reshape(shapes[k]) for k, v in x.items()})
+        z_y = logits.gather(1, ctx.labels[:, None]).squeeze(1)
+        other = logits.scatter(1, ctx.labels[:, None], float("-inf")).amax(1)
+        margin = other - z_y if self.targeted else z_y - other
+        return margin, (logits.argmax(1) == ctx.labels) == self.targeted
+
+    def _signs(self, ctx: AttackContext, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        """Random +-1 of ``shape``, drawn on the CPU from the attack's generator."""
+        bits = torch.randint(0, 2, shape, generator=ctx.generator)
+        return (bits * 2 - 1).to(device=like.device, dtype=like.dtype)
+
+    def perturb(self, ctx: AttackContext, x: Tensors) -> Tensors:
+        eps = {k: per_key(self.eps, k, "eps") for k in x}
+        if all(e == 0 for e in eps.values()):
+            return x
+        shapes = {k: v.shape for k, v in x.items()}
+        xs = {k: v.reshape(_grid(v.shape)) for k, v in x.items()}  # (B, C, H, W) each
+        margin, fooled = self._margin(ctx, xs, shapes)
+        best = {}
+        for k, v in xs.items():
+            b, c, _, w = v.shape
+            stripes = ctx.clamp(k, v + eps[k] * self._signs(ctx, (b, c, 1, w), v))
+            best[k] = torch.where(per_sample(fooled, v), v, stripes)
+        m, now = self._margin(ctx, best, shapes)
+        margin, fooled = torch.where(fooled, margin, m), fooled | now
+        for i in range(self.queries - 2):
+            if bool(fooled.all()):
+                break
+            p = square_fraction(self.p_init, i, self.queries)
+            cand = {
+                k: self._window(ctx, k, v, best[k], eps[k], p) if eps[k] else best[k]
+                for k, v in xs.items()
+            }
+            m, now = self._margin(ctx, cand, shapes)
+            take = ~fooled & ((m < margin) | now)
+            best = {k: torch.where(per_sample(take, v), cand[k], v) for k, v in best.items()}
+            margin, fooled = torch.where(take, m, margin), fooled | (take & now)
+        return {k: v.reshape(shapes[k]) for k, v in best.items()}
+
+    def _window(
+        self, ctx: AttackContext, k: str, x: torch.Tensor, best: torch.Tensor, eps: float, p: float
+    ) -> torch.Tensor:
+        """``best`` with one random window per sample set to a fresh ``+-eps`` per channel."""
+        b, c, h, w = x.shape
+        area = p * h * w
+        sh = min(max(round(math.sqrt(area)), 1), h)
+        sw = min(max(round(area / sh), 1), w)
+        g = ctx.generator
+        top = torch.randint(0, h - sh + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
+        left = torch.randint(0, w - sw + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
+        rows = torch.arange(h, device=x.device)
+        cols = torch.arange(w, device=x.device)
+        in_rows = (rows >= top) & (rows < top + sh)  # (B, H)
+        in_cols = (cols >= left) & (cols < left + sw)  # (B, W)
+        window = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # (B, 1, H, W)
+        cand, redraw = best, torch.ones(b, dtype=torch.bool, device=x.device)
+        for _ in range(10):
+            # As the paper's code does: redraw the signs of a window that would change nothing.
+            fresh = ctx.clamp(k, x + eps * self._signs(ctx, (b, c, 1, 1), x))
+            cand = torch.where(window & per_sample(redraw, x), fresh, cand)
+            redraw = ((cand - best).abs() < 1e-7).flatten(1).all(1)  # (B,)
+            if not bool(redraw.any()):
+                break
+        return cand
