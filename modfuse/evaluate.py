@@ -399,7 +399,7 @@ def _sweep_batch(
     attack = sweep.attack
     strengths = [float(v) for v in sweep.strengths]
     shared: list[dict] | None = None  # a model-independent corruption, applied once
-    if not attack.uses_gradients and sweep.source is None:
+    if not attack.depends_on_model and sweep.source is None:
         holder = next((m for m in models.values() if _targets_of(m, attack)), None)
         if holder is not None:
             shared = attack.sweep(holder, _inputs_for(holder, batch, attack), labels, strengths)

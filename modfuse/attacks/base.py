@@ -150,6 +150,10 @@ class Attack:
     strength_param: str | None = None
     #: Whether ``perturb`` needs gradients of the model.
     uses_gradients: bool = False
+    #: Whether the result depends on the model at all: gradient attacks and query attacks
+    #: (Square) do; corruptions (blur, noise, drop) do not, so a sweep applies them once for
+    #: every model and a cache keys them without the model.
+    queries_model: bool = False
     #: What the targets hold: "real" values (images, audio, features), "integer" ids (tokens),
     #: or "any" (an attack that only removes inputs).
     input_kind: str = "real"
@@ -316,6 +320,11 @@ class Attack:
             return out
 
         return self.run(model, inputs, labels, perturb_and_clamp)
+
+    @property
+    def depends_on_model(self) -> bool:
+        """True when the perturbed inputs depend on the model (gradients or queries)."""
+        return self.uses_gradients or self.queries_model
 
     def fingerprint(self) -> str | None:
         """A key of everything that changes this attack's output, or None if it has none.

@@ -97,6 +97,7 @@ class Ensemble(Attack):
             check_strength(eps, "eps")
         self.members, self.eps = built, eps
         self.uses_gradients = any(m.uses_gradients for m in built)
+        self.queries_model = True  # which member runs on which sample follows the model
 
     @classmethod
     def standard(

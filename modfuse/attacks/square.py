@@ -70,6 +70,7 @@ class Square(Attack):
 
     strength_param = "eps"
     uses_gradients = False
+    queries_model = True  # the margin loss of every query comes from the model
     norm = "linf"
 
     def __init__(

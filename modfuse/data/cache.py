@@ -178,8 +178,8 @@ class FeatureCache:
             "dataset": dataset_fingerprint(dataset),
             "perturbation": fingerprint,
         }
-        if perturbation is not None and getattr(perturbation, "uses_gradients", True):
-            # A gradient attack depends on the whole model, head included.
+        if perturbation is not None and getattr(perturbation, "depends_on_model", True):
+            # A gradient or query attack depends on the whole model, head included.
             parts["model"] = module_hash(model, model.spec)
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
         return f"{modality}-{digest}"
