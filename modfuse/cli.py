@@ -31,12 +31,12 @@ def _evaluate(
     cfg: ExperimentConfig,
     model: Any,
     test: Any,
-    out: Path,
+    report_dir: Path,
     reliance_data: Any = None,
     progress: bool = True,
 ) -> Path:
-    """Sweep ``test`` (streamed) and write the report; modality reliance is measured on
-    ``reliance_data`` (the cached test features, when there are some) or ``test``."""
+    """Sweep ``test`` (streamed) and write the report to ``report_dir``; modality reliance is
+    measured on ``reliance_data`` (the cached test features, when there are some) or ``test``."""
     import torch
 
     from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
@@ -58,7 +58,7 @@ def _evaluate(
         workers=cfg.data.workers,
     )
     if not distributed.is_main():
-        return out / "report" / "report.md"  # rank 0 writes it
+        return report_dir / "report.md"  # rank 0 writes it
     reliance_data = test if reliance_data is None else reliance_data
     reliance = {cfg.name: modality_reliance(model, reliance_data, cfg.eval.batch_size)}
     manifest = {
@@ -66,7 +66,7 @@ def _evaluate(
         "seed": cfg.seed,
         "class_map": getattr(test, "class_to_index", None),
     }
-    return write_report(out / "report", rows, reliance=reliance, manifest=manifest, title=cfg.name)
+    return write_report(report_dir, rows, reliance=reliance, manifest=manifest, title=cfg.name)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     trainer.fit(fit_train, fit_test, resume=args.resume)
     if main:
         model.save(out / "model")
-    report = _evaluate(cfg, model, test, out, reliance_data=fit_test, progress=progress)
+    report = _evaluate(cfg, model, test, out / "report", reliance_data=fit_test, progress=progress)
     say(f"done; model in {out / 'model'}, report in {report}")
     return 0
 
@@ -145,7 +145,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     device = args.device or cfg.device
     model.to(torch.device(device) if device else distributed.device())
     _, test = build_data(cfg)
-    report = _evaluate(cfg, model, test, run, progress=not args.no_progress)
+    report_dir = Path(args.out) if args.out else run / "report"
+    if args.out and report_dir.exists() and any(report_dir.iterdir()):
+        raise FileExistsError(
+            f"{report_dir} is not empty; give --out a new folder (the run's own report stays "
+            f"in {run / 'report'})"
+        )
+    report = _evaluate(cfg, model, test, report_dir, progress=not args.no_progress)
     say(f"report in {report}")
     return 0
 
@@ -210,6 +216,9 @@ def parser() -> argparse.ArgumentParser:
     ev.add_argument("run_dir")
     ev.add_argument("--device", type=check_device, help="e.g. cuda, cpu (overrides the config)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ev.add_argument(
+        "--out", help="write the new report to this (new) folder; default: replace the run's own"
+    )
     ev.set_defaults(func=cmd_eval)
     rep = sub.add_parser("report", help="re-render a run's report from its results.json")
     rep.add_argument("run_dir")

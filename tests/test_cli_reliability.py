@@ -96,6 +96,19 @@ def test_eval_no_progress_silences_the_sweep_and_gives_the_same_numbers(home, ca
     assert (home / "run" / "report" / "results.csv").read_bytes() == before
 
 
+def test_eval_out_writes_a_new_report_and_keeps_the_runs_own(home, capsys):
+    own = files_of(home / "run" / "report")
+    (home / "run" / "report" / "results.csv").write_text("the run's own report\n")
+    own["results.csv"] = (home / "run" / "report" / "results.csv").read_bytes()
+    assert main(["eval", "run", "--out", "again", "--no-progress"]) == 0
+    assert files_of(home / "run" / "report") == own  # untouched
+    new = (home / "again" / "results.csv").read_text()
+    assert new.startswith("model,") or "accuracy" in new.splitlines()[0]
+    # A folder that already holds something is refused, naming it.
+    assert main(["eval", "run", "--out", "again", "--no-progress"]) == 2
+    one_paragraph(capsys.readouterr().err, "again is not empty")
+
+
 # ---------------------------------------------------------------- resume means resume
 
 
