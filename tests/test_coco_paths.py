@@ -135,3 +135,24 @@ def test_reference_example_streams_real_coco_and_caches_features(coco, tmp_path,
     assert {r["world"] for r in rows} == {"coco"} and {r["n"] for r in rows} == {"9"}
     cache = sorted(p.name.split("-")[0] for p in (tmp_path / "out" / "cache").glob("*"))
     assert cache == ["bg", "bg", "fg", "fg"]
+
+
+def test_cache_takes_the_datasets_views_when_they_match_and_gets_the_same_features(coco, tmp_path):
+    from modfuse import ContextViews, FusionModel
+    from modfuse.data import FeatureCache
+    from modfuse.data.coco import coco_splits
+
+    root, _, _ = coco
+    views = ContextViews(size=48)
+    train, _ = coco_splits(root, views=views, categories=CLASSES, image_size=48)
+    torch.manual_seed(0)
+    cnn = {"name": "small_cnn", "width": 4, "depth": 2, "freeze": True}
+    model = FusionModel({"fg": cnn, "bg": cnn}, num_classes=3, views=views).eval()
+    fast = FeatureCache(tmp_path / "a", progress=False).features(model, train)
+    # The same model with other views settings recomputes them from the raw image.
+    other = FusionModel({"fg": cnn, "bg": cnn}, num_classes=3, views=ContextViews(size=48))
+    other.load_state_dict(model.state_dict())
+    other.views.margin = 0.1 + 1e-9  # another config: the dataset's views do not serve
+    slow = FeatureCache(tmp_path / "b", progress=False).features(other.eval(), train)
+    for m in ("fg", "bg"):
+        torch.testing.assert_close(fast.features[m], slow.features[m], atol=1e-5, rtol=1e-5)

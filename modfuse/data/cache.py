@@ -252,8 +252,12 @@ class FeatureCache:
         out: dict[str, list[torch.Tensor]] = {m: [] for m in todo}
         labels = []
         # A perturbation of a view ("fg") needs the views themselves as inputs; one of the raw
-        # image needs the raw inputs; with none, the model's default (raw when it has views).
+        # image needs the raw inputs. With none: the views the dataset already made, when it
+        # made them with the model's own settings (the same per-sample computation, so the same
+        # features, without computing the views twice); else the model's default.
         raw = None if perturbation is None else bool({"image", "mask"} & set(perturbation.targets))
+        if perturbation is None and _same_views(model, dataset):
+            raw = False
         with eval_mode(model):
             bar = tqdm(loader, desc=f"features {','.join(todo)}", disable=not self.progress)
             for batch in bar:
@@ -274,6 +278,12 @@ class FeatureCache:
             feats = {m: _gather_shards(f, len(dataset)) for m, f in feats.items()}
             y = _gather_shards(y, len(dataset))
         return feats, y
+
+
+def _same_views(model: torch.nn.Module, dataset: Dataset) -> bool:
+    """Whether ``dataset`` makes its fg / bg views with the model's views settings."""
+    mine, theirs = getattr(model, "views", None), getattr(dataset, "views", None)
+    return mine is not None and theirs is not None and mine.config() == theirs.config()
 
 
 def _gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
