@@ -107,8 +107,9 @@ class ContextViews(nn.Module):
         vectorized pass, no per-sample host synchronisation.
         """
         b, _, h, w = mask.shape
-        on = mask.detach()[:, 0] > 0.5  # (B, H, W)
-        rows, cols = on.any(dim=2), on.any(dim=1)  # (B, H), (B, W)
+        m = mask.detach()[:, 0]  # (B, H, W)
+        # "any pixel > 0.5" as a max: the same answer, and boolean any() is slow on the CPU.
+        rows, cols = m.amax(dim=2) > 0.5, m.amax(dim=1) > 0.5  # (B, H), (B, W)
         ys = torch.arange(h, dtype=torch.float32, device=mask.device)
         xs = torch.arange(w, dtype=torch.float32, device=mask.device)
         inf = torch.tensor(float("inf"), device=mask.device)
@@ -126,21 +127,24 @@ class ContextViews(nn.Module):
         index = torch.arange(b, dtype=torch.float32, device=mask.device)[:, None]
         return torch.cat([index, square], dim=1)  # (B, 5)
 
-    def region(self, mask: torch.Tensor) -> torch.Tensor:
+    def region(self, mask: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
         """The area hidden from the background view, ``(B, 1, H, W)``.
 
         ``hide="mask"``: the object's own pixels; ``hide="box"``: the square crop box around
-        it (so the hole's outline does not give away the object's silhouette).
+        it (so the hole's outline does not give away the object's silhouette). ``boxes``:
+        ``self.boxes(mask)`` when the caller has it already.
         """
         if self.hide == "mask":
             return mask
         b, _, h, w = mask.shape
-        boxes = self.boxes(mask)[:, 1:]  # (B, 4) float32: x1, y1, x2, y2
+        if boxes is None:
+            boxes = self.boxes(mask)
+        boxes = boxes[:, 1:]  # (B, 4) float32: x1, y1, x2, y2
         xs = torch.arange(w, dtype=torch.float32, device=mask.device) + 0.5  # pixel centres
         ys = torch.arange(h, dtype=torch.float32, device=mask.device) + 0.5
         inside_x = (xs >= boxes[:, 0:1]) & (xs <= boxes[:, 2:3])  # (B, W)
         inside_y = (ys >= boxes[:, 1:2]) & (ys <= boxes[:, 3:4])  # (B, H)
-        empty = ~(mask.detach() > 0.5).flatten(1).any(1)  # an empty mask hides nothing
+        empty = mask.detach().flatten(1).amax(1) <= 0.5  # an empty mask hides nothing
         region = inside_y[:, :, None] & inside_x[:, None, :] & ~empty[:, None, None]
         return region[:, None].to(mask.dtype)
 
@@ -176,9 +180,10 @@ class ContextViews(nn.Module):
             )
         fill = self.fill_value(image)
         mask = mask.to(image.dtype)
-        hidden = self.region(mask)
+        boxes = self.boxes(mask)  # (B, 5), once for both views
+        hidden = self.region(mask, boxes)
         fg_source = image * mask + fill * (1 - mask) if self.fg_mode == "mask" else image
-        fg = self.crop(fg_source, self.boxes(mask), fill)
+        fg = self.crop(fg_source, boxes, fill)
         bg = image * (1 - hidden) + fill * hidden
         if self.size is not None and bg.shape[-2:] != (self.size, self.size):
             bg = F.interpolate(
