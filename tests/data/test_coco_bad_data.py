@@ -19,6 +19,7 @@ from pycocotools import mask as mask_utils
 from modfuse import ContextViews
 from modfuse.data import CocoContext
 from modfuse.data.coco import read_image
+from tests.data.test_coco_instances import uncompressed_rle
 
 DOG, PERSON = 18, 1
 H, W = 48, 64  # image 139
@@ -30,14 +31,7 @@ def rle_of(mask: np.ndarray, compressed: bool) -> dict:
     if compressed:
         rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
         return {"size": list(mask.shape), "counts": rle["counts"].decode("ascii")}
-    counts, current, run = [], 0, 0
-    for v in mask.flatten(order="F"):
-        if v != current:
-            counts.append(run)
-            current, run = v, 0
-        run += 1
-    counts.append(run)
-    return {"size": list(mask.shape), "counts": counts}
+    return uncompressed_rle(mask)
 
 
 def ann(aid: int, segmentation, image_id: int = 139, **kw) -> dict:
