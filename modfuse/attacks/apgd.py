@@ -81,6 +81,7 @@ class APGD(Attack):
 
     strength_param = "eps"
     uses_gradients = True
+    iterative = True
 
     def __init__(
         self,
@@ -111,6 +112,7 @@ class APGD(Attack):
             raise ValueError(msg)
         self.eps, self.steps, self.loss, self.target_classes = eps, steps, loss, target_classes
         self.restarts, self.norm, self.rho, self.random_start = restarts, norm, rho, random_start
+        self.strength_unit = norm  # eps is a radius of the chosen norm
 
     def _loss_grad(self, ctx: AttackContext, adv: Tensors, target: torch.Tensor | None) -> tuple:
         """Per-sample loss (B,), gradient per key and success (B,), in one pass."""
@@ -124,6 +126,7 @@ class APGD(Attack):
             grads = torch.autograd.grad(loss.sum(), list(leaves.values()), allow_unused=True)
         ctx.backward_count += 1
         grad = {k: torch.zeros_like(leaves[k]) if g is None else g for k, g in zip(leaves, grads)}
+        grad = ctx.confine(grad)  # zero outside a region: steps and their norms stay inside
         return loss.detach(), grad, (logits.detach().argmax(1) == ctx.labels) == self.targeted
 
     def _unit(self, v: torch.Tensor) -> torch.Tensor:
@@ -145,7 +148,8 @@ class APGD(Attack):
         for k, v in x.items() if self.random_start else ():
             t = torch.rand(v.shape, generator=g) * 2 - 1 if self.norm == "linf" else None
             t = torch.randn(v.shape, generator=g) if t is None else t
-            adv[k] = ctx.clamp(k, v + eps[k] * self._unit(t.to(v)))
+            t = ctx.confine({k: t.to(v)})[k]  # a start inside the region, of full radius
+            adv[k] = ctx.clamp(k, v + eps[k] * self._unit(t))
         loss, grad, fooled = self._loss_grad(ctx, adv, target)
         best, best_loss, best_grad, found, prev = dict(adv), loss, dict(grad), dict(adv), dict(adv)
         step = torch.full_like(loss, 2.0)  # (B,) step size in units of eps

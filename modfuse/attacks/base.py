@@ -2,10 +2,12 @@
 
 A subclass writes ``perturb(ctx, x) -> x'`` over the target tensors only. The base class owns:
 checking the inputs, the model's train/eval mode (every submodule's flag saved and restored),
-cloning and detaching,
-gradients taken with ``torch.autograd.grad`` (parameters' ``.grad`` never touched), clamping to
-each key's valid range, the random generator (random parameters drawn once per call), the
-loss and targeted mode, and caching the features of modalities that are not attacked.
+cloning and detaching, gradients taken with ``torch.autograd.grad`` (parameters' ``.grad``
+never touched), clamping to each key's valid range and confining to a region, the random
+generator (random parameters drawn once per call), the loss and targeted mode, and caching the
+features of modalities that are not attacked. Each attack also states its threat model as
+metadata (``norm``, ``strength_unit``, ``iterative``, ``stronger_when``) that reports and
+sanity checks read instead of class names.
 """
 
 from __future__ import annotations
@@ -17,106 +19,39 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from modfuse.attacks.checks import check_strength
+from modfuse.attacks.checks import check_call, check_strength
+from modfuse.attacks.context import (
+    RANGE_TOLERANCE,
+    AttackContext,
+    LossFn,
+    Range,
+    cross_entropy,
+    per_key,
+    per_sample,
+)
 from modfuse.attacks.keys import perturbation_key
+from modfuse.attacks.region import check_region_name, region_masks
 from modfuse.devices import model_device, to_model
 from modfuse.modes import eval_mode, preserved_modes
 
-Range = tuple[float, float] | None
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-#: Tolerance for "inside the declared range" (JPEG decoding and resizing round a little).
-RANGE_TOLERANCE = 1e-5
+__all__ = [
+    "NORMS",
+    "RANGE_TOLERANCE",
+    "STRENGTH_UNITS",
+    "Attack",
+    "AttackContext",
+    "LossFn",
+    "Range",
+    "per_key",
+    "per_sample",
+]
 
-
-def per_key(value: float | Mapping[str, float], key: str, what: str) -> float:
-    """``value[key]`` for a per-key setting, ``value`` itself for a shared one."""
-    if isinstance(value, Mapping):
-        if key not in value:
-            raise KeyError(f"{what} has no value for target {key!r}; it has {sorted(value)}")
-        return float(value[key])
-    return float(value)
-
-
-def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``values`` (B,) shaped to broadcast against ``like``: (B, 1, ..., 1)."""
-    return values.view(-1, *([1] * (like.dim() - 1)))
-
-
-class AttackContext:
-    """What ``perturb`` may use: the model's loss and gradient on the target tensors.
-
-    Features of modalities outside ``targets`` are computed once per call when that is exact
-    (model in eval mode, targets are modality inputs rather than a raw image).
-    """
-
-    def __init__(
-        self,
-        attack: Attack,
-        model: nn.Module,
-        inputs: Mapping[str, torch.Tensor],
-        labels: torch.Tensor,
-        generator: torch.Generator | None,
-    ) -> None:
-        self.attack = attack
-        self.model = model
-        self.inputs = inputs
-        self.labels = labels
-        self.generator = generator
-        self.targets = attack.targets
-        self.ranges = {k: attack.range_of(k, inputs[k]) for k in attack.targets}
-        self.forward_count = 0
-        self.backward_count = 0
-        rest = {k: v for k, v in inputs.items() if k not in self.targets}
-        modalities = set(getattr(model, "modalities", []))
-        self.fixed: dict[str, torch.Tensor] | None = None
-        if (
-            hasattr(model, "encode")
-            and not model.training
-            and set(self.targets) <= modalities
-            and set(rest) <= modalities
-        ):
-            with torch.no_grad():
-                self.fixed = model.encode(rest) if rest else {}
-        self.rest = rest
-
-    def logits(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """The model's logits with the target tensors replaced by ``x``."""
-        self.forward_count += 1
-        if self.fixed is not None:
-            return self.model.fuse({**self.fixed, **self.model.encode(x)})
-        return self.model({**self.rest, **x})
-
-    def loss(self, x: Mapping[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
-        """The loss the attack ascends (negated for targeted attacks)."""
-        loss = self.attack.loss_fn(self.logits(x), self.labels, reduction=reduction)
-        return -loss if self.attack.targeted else loss
-
-    def gradient(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Gradient of ``loss`` with respect to each target tensor (ascent direction)."""
-        leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
-        with torch.enable_grad():
-            loss = self.loss(leaves)
-            self.backward_count += 1
-            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
-        return {
-            k: (g if g is not None else torch.zeros_like(leaves[k])) for k, g in zip(leaves, grads)
-        }
-
-    def clamp(self, key: str, x: torch.Tensor) -> torch.Tensor:
-        """``x`` clamped to the valid range of ``key`` (no-op for unbounded keys)."""
-        r = self.ranges[key]
-        return x if r is None else torch.clamp(x, min=r[0], max=r[1])
-
-    def predictions(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        with torch.no_grad():
-            return self.logits(x).argmax(1)
-
-
-def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
-    return F.cross_entropy(logits, labels, reduction=reduction)
+#: Values of :attr:`Attack.norm`.
+NORMS = ("linf", "l2", "none")
+#: Values of :attr:`Attack.strength_unit`.
+STRENGTH_UNITS = ("linf", "l2", "sigma", "std", "snr_db", "rate", "none")
 
 
 class Attack:
@@ -134,6 +69,11 @@ class Attack:
         seed: Seed for the random parameters, drawn once per call; None uses torch's global RNG.
         model_mode: ``"eval"`` runs the model in eval mode during the attack (then restores
             its mode), ``"keep"`` leaves it as it is.
+        region: Name of an input key holding a ``(B, 1, H, W)`` mask (values in [0, 1], > 0.5
+            inside) of the targets' size: the perturbation is confined to it, at every step of
+            an iterative attack, and every pixel outside comes back bit-identical
+            (``targets=("image",), region="mask"`` paints only the object of a raw image; see
+            :mod:`modfuse.attacks.region`). The mask itself is never perturbed.
 
     Examples:
         >>> import torch
@@ -159,6 +99,21 @@ class Attack:
     input_kind: str = "real"
     #: The largest valid strength (a rate is at most 1); the smallest is always 0.
     strength_max: float = math.inf
+    #: The threat model's norm: "linf", "l2", or "none" (a corruption, a dropped input).
+    #: Reports and sanity checks choose their checks by this, never by class names.
+    norm: str = "none"
+    #: How to read the strength value: "linf" (L-inf radius in input units; for [0, 1] images
+    #: reports print it as k/255), "l2" (L2 radius), "sigma" (blur sigma in pixels), "std"
+    #: (noise standard deviation), "snr_db" (signal-to-noise ratio in dB), "rate" (fraction
+    #: of tokens), "none" (no strength).
+    strength_unit: str = "none"
+    #: A multi-step attack that should be at least as strong as a single-step one of the same
+    #: norm at the same strength (PGD, APGD, Square, Ensemble; not FGSM).
+    iterative: bool = False
+    #: Which way the perturbation grows with the strength value: "higher" (eps, sigma, std,
+    #: rate), or "lower" (a signal-to-noise ratio: more dB is less noise). Checks such as
+    #: "accuracy falls as the strength rises" read the strength axis this way.
+    stronger_when: str = "higher"
 
     def __init__(
         self,
@@ -169,6 +124,7 @@ class Attack:
         targeted: bool = False,
         seed: int | None = None,
         model_mode: str = "eval",
+        region: str | None = None,
     ) -> None:
         if isinstance(targets, str):
             targets = (targets,)
@@ -179,11 +135,13 @@ class Attack:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
         self.targets = tuple(targets)
+        check_region_name(region, self.targets)
+        self.region = region
         self.ranges = dict(ranges or {})
         for k, r in self.ranges.items():
             if r is not None and not (len(r) == 2 and r[0] < r[1]):
                 raise ValueError(f"range of {k!r} must be (low, high) with low < high, got {r}")
-        self.loss_fn = loss or _cross_entropy
+        self.loss_fn = loss or cross_entropy
         self.targeted = targeted
         self.seed = seed
         self.model_mode = model_mode
@@ -204,10 +162,14 @@ class Attack:
         """A copy of this attack with its strength (eps, sigma, std...) set to ``value``."""
         if self.strength_param is None:
             raise TypeError(f"{type(self).__name__} has no strength to sweep")
-        check_strength(value, self.strength_param, self.strength_max)
+        self.check_strength_value(value)
         other = copy.copy(self)
         setattr(other, self.strength_param, value)
         return other
+
+    def check_strength_value(self, value: Any) -> None:
+        """Raise unless ``value`` is a valid strength (finite, in ``[0, strength_max]``)."""
+        check_strength(value, self.strength_param or "strength", self.strength_max)
 
     def sweep(
         self,
@@ -223,45 +185,6 @@ class Attack:
         if self.strength_param is None:
             return [self(model, inputs, labels)] * len(strengths)
         return [self.with_strength(s)(model, inputs, labels) for s in strengths]
-
-    def _check(self, model: nn.Module, inputs: Mapping[str, torch.Tensor], labels: Any) -> None:
-        if not isinstance(inputs, Mapping):
-            raise TypeError(f"inputs must be a dict of tensors, got {type(inputs).__name__}")
-        accepted = model.input_keys() if hasattr(model, "input_keys") else list(inputs)
-        for k in self.targets:
-            if k not in accepted:
-                raise KeyError(
-                    f"target {k!r} is not an input of the model; it takes {sorted(accepted)}"
-                )
-            if k not in inputs:
-                raise KeyError(f"target {k!r} missing from the inputs; got {sorted(inputs)}")
-        for k, v in inputs.items():
-            if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                raise ValueError(f"input {k!r} holds NaN or inf values")
-        for k in self.targets:
-            x = inputs[k]
-            if self.input_kind == "any":
-                continue
-            if self.input_kind == "integer":
-                if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex():
-                    raise TypeError(f"target {k!r} must be an integer tensor (token ids)")
-                continue
-            if not torch.is_tensor(x) or not x.is_floating_point():
-                raise TypeError(f"target {k!r} must be a floating-point tensor, got {type(x)}")
-            r = self.range_of(k, x)
-            if r is not None and x.numel():
-                lo, hi = float(x.min()), float(x.max())
-                if lo < r[0] - RANGE_TOLERANCE or hi > r[1] + RANGE_TOLERANCE:
-                    raise ValueError(
-                        f"target {k!r} has values in [{lo:.4g}, {hi:.4g}], outside its declared "
-                        f"range {r}; scale the input or pass ranges={{{k!r}: (low, high)}}"
-                    )
-        if hasattr(model, "check_labels"):
-            model.check_labels(labels)
-        batch = inputs[self.targets[0]].shape[0]
-        if not torch.is_tensor(labels) or labels.shape != (batch,):
-            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
-            raise ValueError(f"labels must be a tensor of shape ({batch},), got {shape}")
 
     def generator(self) -> torch.Generator | None:
         """A fresh generator for one call (None: torch's global RNG)."""
@@ -283,14 +206,15 @@ class Attack:
         inputs = to_model(inputs, model)
         if torch.is_tensor(labels):
             labels = labels.to(model_device(model))
-        self._check(model, inputs, labels)
+        check_call(self, model, inputs, labels)
+        masks = region_masks(self.region, self.targets, inputs)
         validate = getattr(model, "validate", None)
         # Every submodule's mode comes back as it was (a frozen encoder the user put in eval
         # mode inside a training model stays in eval mode), exceptions included.
         modes = eval_mode(model) if self.model_mode == "eval" else preserved_modes(model)
         with modes:
             try:
-                ctx = AttackContext(self, model, inputs, labels, self.generator())
+                ctx = AttackContext(self, model, inputs, labels, self.generator(), masks)
                 x = {k: inputs[k].detach().clone() for k in self.targets}
                 if validate:
                     # The inputs were checked above (and by the model, once, in the context):

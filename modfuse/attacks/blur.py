@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -70,16 +72,38 @@ def gaussian_blur(
     return y.reshape(b, c, h, w)
 
 
+def _sigma(sigma: Any) -> Any:
+    """``sigma`` checked, a list of two (from YAML or JSON) made a ``(low, high)`` tuple."""
+    if isinstance(sigma, (list, tuple)):
+        if len(sigma) != 2:
+            raise ValueError(
+                f"a sigma range must be (low, high), two numbers, got {len(sigma)}: {sigma!r}"
+            )
+        sigma = tuple(sigma)
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in sigma):
+            raise TypeError(f"a sigma range must hold two numbers, got {sigma!r}")
+        check_strength(sigma, "sigma")  # both finite and >= 0
+        if sigma[0] > sigma[1]:
+            raise ValueError(f"a sigma range must be (low, high) with low <= high, got {sigma}")
+        return sigma
+    check_strength(sigma, "sigma")
+    return sigma
+
+
 @register_attack("blur")
 class GaussianBlur(Attack):
     """Gaussian blur of the target images: a corruption, not a gradient attack.
 
     Args:
         sigma: Blur strength in pixels: a number, per key (``{"fg": 2}``), or a
-            ``(low, high)`` range from which one sigma per sample is drawn each call.
+            ``(low, high)`` range from which one sigma per sample is drawn each call (a list
+            of two, as YAML and JSON give it, is taken as that range).
         region: Name of an input key holding a ``(B, 1, H, W)`` mask: only that region is
             blurred (``targets=("image",), region="mask"`` blurs the object inside a raw
-            image, leaving its surroundings sharp).
+            image, leaving its surroundings sharp). The base class's region, with its one
+            meaning (:mod:`modfuse.attacks.region`): pixels whose mask is above 0.5 take the
+            blurred value, the others keep theirs exactly; the blur itself still reads the
+            whole image, so an object's edge mixes in its surroundings as a real blur does.
         truncate: Kernel half-width in sigmas.
         targets: Input keys to blur. Other arguments: see :class:`Attack`.
 
@@ -94,6 +118,8 @@ class GaussianBlur(Attack):
     """
 
     strength_param = "sigma"
+    norm = "none"
+    strength_unit = "sigma"  # pixels
 
     def __init__(
         self,
@@ -103,16 +129,22 @@ class GaussianBlur(Attack):
         truncate: float = 3.0,
         **kw,
     ) -> None:
-        super().__init__(targets, **kw)
-        if isinstance(sigma, list):
-            sigma = tuple(sigma)  # a range read from YAML or JSON comes as a list
-        check_strength(sigma, "sigma")
-        if isinstance(sigma, tuple) and (len(sigma) != 2 or sigma[0] > sigma[1]):
-            raise ValueError(f"a sigma range must be (low, high) with low <= high, got {sigma}")
+        super().__init__(targets, region=region, **kw)
+        sigma = _sigma(sigma)
         check_strength(truncate, "truncate")
         if truncate == 0:
             raise ValueError(f"truncate must be > 0, got {truncate}")
-        self.sigma, self.region, self.truncate = sigma, region, truncate
+        self.sigma, self.truncate = sigma, truncate
+
+    def check_strength_value(self, value: Any) -> None:
+        """Raise unless ``value`` is a valid sigma: a number, per-key dict or (low, high)."""
+        _sigma(value)
+
+    def with_strength(self, value: Any) -> GaussianBlur:
+        """A copy with sigma ``value`` (a list of two is taken as a ``(low, high)`` range)."""
+        other = super().with_strength(value)
+        other.sigma = _sigma(value)
+        return other
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
@@ -123,16 +155,6 @@ class GaussianBlur(Attack):
                 sigma: float | torch.Tensor = (lo + (hi - lo) * u).to(v.device)
             else:
                 sigma = per_key(self.sigma, k, "sigma")
-            blurred = gaussian_blur(v, sigma, self.truncate)
-            if self.region is not None:
-                if self.region not in ctx.inputs:
-                    raise KeyError(f"region key {self.region!r} missing; got {sorted(ctx.inputs)}")
-                r = ctx.inputs[self.region].to(v.dtype)
-                if r.shape[0] != v.shape[0] or r.shape[-2:] != v.shape[-2:]:
-                    raise ValueError(
-                        f"region {self.region!r} has shape {tuple(r.shape)}, "
-                        f"expected (B, 1, {v.shape[-2]}, {v.shape[-1]}) to match {k!r}"
-                    )
-                blurred = r * blurred + (1 - r) * v
-            out[k] = blurred
+            # Outside the region, the base class's clamp puts the clean pixels back.
+            out[k] = gaussian_blur(v, sigma, self.truncate)
         return out

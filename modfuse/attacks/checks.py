@@ -3,6 +3,7 @@
 A NaN strength passes every comparison (``nan < 0`` is False) and would silently give NaN
 inputs or a blur that is not one; an infinite one gives inputs that only clamping bounds.
 Both are refused where they enter, naming the argument, what was expected and what came.
+:func:`check_call` checks what an attack is called with, before the model runs.
 """
 
 from __future__ import annotations
@@ -10,9 +11,15 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
+
+from modfuse.attacks.context import RANGE_TOLERANCE
+
+if TYPE_CHECKING:
+    from modfuse.attacks.base import Attack
 
 
 def _numbers(value: Any, what: str) -> list[float]:
@@ -95,3 +102,52 @@ def check_count(value: Any, what: str, low: int = 1) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{what} must be an integer >= {low}, got {value}")
+
+
+def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> None:
+    """Raise unless ``attack(model, inputs, labels)`` can run: keys, dtypes, ranges, labels.
+
+    The region's mask is checked apart, by :func:`modfuse.attacks.region.region_masks`.
+    """
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"inputs must be a dict of tensors, got {type(inputs).__name__}")
+    accepted = model.input_keys() if hasattr(model, "input_keys") else list(inputs)
+    for k in attack.targets:
+        if k not in accepted:
+            raise KeyError(
+                f"target {k!r} is not an input of the model; it takes {sorted(accepted)}"
+            )
+        if k not in inputs:
+            raise KeyError(f"target {k!r} missing from the inputs; got {sorted(inputs)}")
+    for k, v in inputs.items():
+        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise ValueError(f"input {k!r} holds NaN or inf values")
+    for k in attack.targets:
+        x = inputs[k]
+        if attack.input_kind == "any":
+            continue
+        if attack.input_kind == "integer":
+            if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex():
+                raise TypeError(f"target {k!r} must be an integer tensor (token ids)")
+            continue
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise TypeError(f"target {k!r} must be a floating-point tensor, got {type(x)}")
+        r = attack.range_of(k, x)
+        if r is not None and x.numel():
+            lo, hi = float(x.min()), float(x.max())
+            if lo < r[0] - RANGE_TOLERANCE or hi > r[1] + RANGE_TOLERANCE:
+                raise ValueError(
+                    f"target {k!r} has values in [{lo:.4g}, {hi:.4g}], outside its declared "
+                    f"range {r}; scale the input or pass ranges={{{k!r}: (low, high)}}"
+                )
+    if hasattr(model, "check_labels"):
+        model.check_labels(labels)
+    batch = inputs[attack.targets[0]].shape[0]
+    if not torch.is_tensor(labels) or labels.shape != (batch,):
+        shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
+        raise ValueError(f"labels must be a tensor of shape ({batch},), got {shape}")
+    if attack.region is not None and attack.input_kind != "real":
+        raise ValueError(
+            f"region needs an attack on real-valued images; {type(attack).__name__} takes "
+            f"{attack.input_kind!r} inputs"
+        )

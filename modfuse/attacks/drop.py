@@ -32,6 +32,8 @@ class DropModality(Attack):
     """
 
     input_kind = "any"
+    norm = "none"
+    strength_unit = "none"  # no strength: a modality is there or not
 
     def __init__(self, targets: Sequence[str] = ("fg",), **kw) -> None:
         super().__init__(targets, **kw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,16 +19,34 @@ from modfuse.attacks.square import Square
 Tensors = dict[str, torch.Tensor]
 
 
-def _build(spec: Any, targets: Sequence[str] | None) -> Attack:
-    """A member from an attack or a spec; a spec without targets gets the ensemble's."""
+def _build(spec: Any, targets: Sequence[str] | None, region: str | None) -> Attack:
+    """A member from an attack or a spec; a spec without targets or region gets the ensemble's.
+
+    A built attack without a region gets a copy with the ensemble's region: every member is
+    then confined at each of its own steps, not only cut to the region afterwards.
+    """
     if isinstance(spec, str):
         spec = {"name": spec}
     if isinstance(spec, Mapping) and targets is not None and "targets" not in spec:
         spec = {**spec, "targets": tuple(targets)}
+    if isinstance(spec, Mapping) and region is not None and "region" not in spec:
+        spec = {**spec, "region": region}
     attack = ATTACKS.create(spec)
     if not isinstance(attack, Attack):
         raise TypeError(f"ensemble members must be modfuse Attacks, got {type(attack).__name__}")
+    if region is not None and attack.region is None:
+        attack = copy.copy(attack)
+        attack.region = region
     return attack
+
+
+def _agreed(members: Sequence[Attack], what: str) -> Any:
+    """The value of attribute ``what`` that every member has; ValueError if they differ."""
+    values = {getattr(m, what) for m in members}
+    if len(values) != 1:
+        named = ", ".join(f"{type(m).__name__}: {getattr(m, what)!r}" for m in members)
+        raise ValueError(f"ensemble members must share one {what}; got {named}")
+    return values.pop()
 
 
 @register_attack("worst_case")
@@ -49,6 +68,11 @@ class Ensemble(Attack):
         targets: The keys attacked; default: the first member's. Specs without targets
             get these.
         ranges: Valid range per key for the output (see :class:`Attack`).
+        region: Mask key confining every member (see :class:`Attack`); members without a
+            region inherit it; default: the members' own, which must agree.
+
+    The ensemble's ``norm`` and ``strength_unit`` are its members': members that mix norms
+    (an L-inf PGD with an L2 APGD) are refused, as their eps would mean different things.
 
     Examples:
         >>> import torch
@@ -66,6 +90,7 @@ class Ensemble(Attack):
 
     strength_param = "eps"
     uses_gradients = True
+    iterative = True
 
     def __init__(
         self,
@@ -75,13 +100,16 @@ class Ensemble(Attack):
         *,
         ranges: Mapping[str, Range] | None = None,
         model_mode: str = "eval",
+        region: str | None = None,
     ) -> None:
         if isinstance(targets, str):
             targets = (targets,)
         if isinstance(members, (str, Mapping, Attack)) or not members:
             raise ValueError(f"an ensemble needs a list of member attacks, got {members!r}")
-        built = [_build(m, targets) for m in members]
+        built = [_build(m, targets, region) for m in members]
         targets = tuple(targets) if targets is not None else built[0].targets
+        region = _agreed(built, "region")
+        norm, unit = _agreed(built, "norm"), _agreed(built, "strength_unit")
         for m in built:
             name = type(m).__name__
             if m.targets != targets:
@@ -92,7 +120,8 @@ class Ensemble(Attack):
                 )
             if m.targeted:
                 raise ValueError(f"members must be untargeted; {name} has targeted=True")
-        super().__init__(targets, ranges=ranges, model_mode=model_mode)
+        super().__init__(targets, ranges=ranges, model_mode=model_mode, region=region)
+        self.norm, self.strength_unit = norm, unit
         if eps is not None:
             check_strength(eps, "eps")
         self.members, self.eps = built, eps
@@ -110,6 +139,7 @@ class Ensemble(Attack):
         restarts: int = 2,
         target_classes: int = 9,
         queries: int = 5000,
+        region: str | None = None,
     ) -> Ensemble:
         """PGD with ``restarts`` random restarts, APGD-CE, APGD-T (targeted DLR), Square.
 
@@ -124,6 +154,7 @@ class Ensemble(Attack):
             restarts: Number of PGD members, each from its own random start.
             target_classes: Runner-up classes APGD-T tries (at most the classes - 1).
             queries: Square's queries per sample.
+            region: Mask key confining every member (see :class:`Attack`).
         """
         check_count(restarts, "restarts")
         t = tuple(targets)
@@ -136,6 +167,7 @@ class Ensemble(Attack):
                 Square(eps, queries=queries, targets=t, seed=seed),
             ],
             eps=eps,
+            region=region,
         )
 
     def _worst_case(self, ctx: AttackContext, x: Tensors) -> tuple[Tensors, list[dict]]:

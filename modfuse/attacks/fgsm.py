@@ -18,7 +18,8 @@ class FGSM(Attack):
 
     Args:
         eps: L-inf budget, shared or per key (``{"fg": 8/255, "bg": 2/255}``).
-        targets: Input keys to attack. Other arguments: see :class:`Attack`.
+        targets: Input keys to attack. Other arguments (``region`` among them, which confines
+            the step to a mask): see :class:`Attack`.
 
     Examples:
         >>> import torch
@@ -32,6 +33,9 @@ class FGSM(Attack):
 
     strength_param = "eps"
     uses_gradients = True
+    norm = "linf"
+    strength_unit = "linf"
+    iterative = False  # the single-step reference that iterative attacks must beat
 
     def __init__(
         self, eps: float | Mapping[str, float] = 8 / 255, targets: Sequence[str] = ("fg",), **kw

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -18,8 +20,11 @@ class GaussianNoise(Attack):
     Args:
         std: Noise standard deviation, shared or per key.
         snr_db: If given, the per-sample noise level that yields this signal-to-noise ratio in
-            dB (``std = rms(x) / 10 ** (snr_db / 20)``), instead of ``std`` (audio style).
-        targets: Input keys to corrupt. Other arguments: see :class:`Attack`.
+            dB (``std = rms(x) / 10 ** (snr_db / 20)``, ``rms`` over the whole sample), instead
+            of ``std`` (audio style). The attack's strength is then ``snr_db``: a sweep moves
+            it, and since more dB is less noise, ``stronger_when`` is ``"lower"``.
+        targets: Input keys to corrupt. Other arguments: see :class:`Attack` (with a
+            ``region``, only the pixels inside it get noise).
 
     Examples:
         >>> import torch
@@ -29,9 +34,14 @@ class GaussianNoise(Attack):
         >>> out = GaussianNoise(std=0.1, seed=0)(model, x, torch.zeros(64, dtype=torch.long))
         >>> round(float(out["fg"].std()), 1)
         0.1
+        >>> snr = GaussianNoise(snr_db=20.0)
+        >>> snr.strength_param, snr.stronger_when, snr.with_strength(-3.0).snr_db
+        ('snr_db', 'lower', -3.0)
     """
 
     strength_param = "std"
+    norm = "none"
+    strength_unit = "std"
 
     def __init__(
         self,
@@ -42,9 +52,21 @@ class GaussianNoise(Attack):
     ) -> None:
         super().__init__(targets, **kw)
         check_strength(std, "std")
-        if snr_db is not None:
-            check_finite(snr_db, "snr_db")  # any sign: noise louder than the signal is < 0 dB
         self.std, self.snr_db = std, snr_db
+        if snr_db is not None:
+            self.check_strength_value(snr_db)  # any sign: noise louder than the signal is < 0 dB
+            # The ratio is what this instance uses, so it is what a sweep must move.
+            self.strength_param = self.strength_unit = "snr_db"
+            self.stronger_when = "lower"
+
+    def check_strength_value(self, value: Any) -> None:
+        """Raise unless ``value`` is a valid std (>= 0), or any finite number of dB."""
+        if self.snr_db is None:
+            super().check_strength_value(value)
+            return
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"snr_db must be a number of dB, got {type(value).__name__}")
+        check_finite(value, "snr_db")
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}

@@ -31,7 +31,9 @@ class PGD(Attack):
         norm: ``"linf"`` or ``"l2"``.
         random_start: Start from a random point of the ball (drawn once per call).
         early_stop: Stop moving a sample once the attack has succeeded on it.
-        targets: Input keys to attack. Other arguments: see :class:`Attack`.
+        targets: Input keys to attack. Other arguments: see :class:`Attack`. With a
+            ``region``, gradients and random starts are zero outside it and every step is
+            projected back into it, so the L2 norm is that of the perturbation inside.
 
     Examples:
         >>> import torch
@@ -45,6 +47,7 @@ class PGD(Attack):
 
     strength_param = "eps"
     uses_gradients = True
+    iterative = True
 
     def __init__(
         self,
@@ -65,6 +68,7 @@ class PGD(Attack):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         check_count(steps, "steps")
         self.eps, self.steps, self.alpha, self.norm = eps, steps, alpha, norm
+        self.strength_unit = norm  # eps is a radius of the chosen norm
         self.random_start, self.early_stop = random_start, early_stop
 
     def _start(self, ctx: AttackContext, k: str, x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -75,6 +79,8 @@ class PGD(Attack):
             noise = torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1
             return ctx.clamp(k, x + eps * noise.to(x.device))
         direction = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+        # Confined before normalising: the start's radius is spent inside the region.
+        direction = ctx.confine({k: direction})[k]
         radius = per_sample(torch.rand(x.shape[0], generator=g, dtype=x.dtype).to(x.device), x)
         return ctx.clamp(k, x + direction / (_per_sample_norm(direction) + 1e-12) * radius * eps)
 

@@ -40,6 +40,20 @@ def _grid(shape: torch.Size) -> tuple[int, int, int, int]:
     return b, 1, 1, math.prod(rest)
 
 
+def _window_on(mask: torch.Tensor, sh: int, sw: int, g: torch.Generator | None) -> tuple:
+    """Top-left corners (B, 1) of ``sh x sw`` windows, each covering a random pixel of ``mask``.
+
+    With a region, a window drawn anywhere would often fall outside it and waste its query.
+    """
+    b, _, h, w = mask.shape
+    weights = mask.flatten(1).float().cpu()  # (B, H * W)
+    weights[weights.sum(1) == 0] = 1.0  # an empty region: any pixel (nothing will change)
+    pixel = torch.multinomial(weights, 1, generator=g)  # (B, 1)
+    top = (pixel // w - torch.randint(0, sh, (b, 1), generator=g)).clamp(0, h - sh)
+    left = (pixel % w - torch.randint(0, sw, (b, 1), generator=g)).clamp(0, w - sw)
+    return top, left
+
+
 @register_attack("square")
 class Square(Attack):
     """Random search over squares of ``+-eps``: no gradients, so gradient masking cannot hide.
@@ -56,7 +70,8 @@ class Square(Attack):
         queries: Model evaluations per sample, the clean one included.
         p_init: Fraction of the pixels the first squares cover.
         targets: Input keys to attack. Other arguments: see :class:`Attack`, but ``loss``:
-            the search follows the logits' margin, as the paper does.
+            the search follows the logits' margin, as the paper does. With a ``region``, the
+            stripes are cut to it and every square covers at least one of its pixels.
 
     Examples:
         >>> import torch
@@ -72,6 +87,8 @@ class Square(Attack):
     uses_gradients = False
     queries_model = True  # the margin loss of every query comes from the model
     norm = "linf"
+    strength_unit = "linf"
+    iterative = True
 
     def __init__(
         self,
@@ -142,8 +159,12 @@ class Square(Attack):
         sh = min(max(round(math.sqrt(area)), 1), h)
         sw = min(max(round(area / sh), 1), w)
         g = ctx.generator
-        top = torch.randint(0, h - sh + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
-        left = torch.randint(0, w - sw + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
+        if k in ctx.masks:
+            top, left = _window_on(ctx.masks[k], sh, sw, g)
+            top, left = top.to(x.device), left.to(x.device)
+        else:
+            top = torch.randint(0, h - sh + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
+            left = torch.randint(0, w - sw + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
         rows = torch.arange(h, device=x.device)
         cols = torch.arange(w, device=x.device)
         in_rows = (rows >= top) & (rows < top + sh)  # (B, H)

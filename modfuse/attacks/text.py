@@ -66,6 +66,8 @@ class _TokenAttack(Attack):
     strength_param = "rate"
     strength_max = 1.0
     input_kind = "integer"
+    norm = "none"
+    strength_unit = "rate"  # the fraction of real tokens changed
 
     def __init__(self, rate: float = 0.1, targets: Sequence[str] = ("text",), **kw) -> None:
         super().__init__(targets, **kw)

@@ -1,0 +1,141 @@
+"""What an attack's ``perturb`` works with: the model's loss and gradients, ranges, region.
+
+Split out of :mod:`modfuse.attacks.base` (which re-exports every name here) so that each file
+stays small. :class:`AttackContext` is the one place where clamping to a key's valid range and
+confining a perturbation to a region happen, so every attack that projects through
+``ctx.clamp`` and ascends ``ctx.gradient`` is confined at every step, random starts included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from modfuse.attacks.base import Attack
+
+Range = tuple[float, float] | None
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: Tolerance for "inside the declared range" (JPEG decoding and resizing round a little).
+RANGE_TOLERANCE = 1e-5
+
+
+def per_key(value: float | Mapping[str, float], key: str, what: str) -> float:
+    """``value[key]`` for a per-key setting, ``value`` itself for a shared one."""
+    if isinstance(value, Mapping):
+        if key not in value:
+            raise KeyError(f"{what} has no value for target {key!r}; it has {sorted(value)}")
+        return float(value[key])
+    return float(value)
+
+
+def per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample ``values`` (B,) shaped to broadcast against ``like``: (B, 1, ..., 1)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
+    """The default loss of every attack (a module-level function, so attacks stay keyable)."""
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+class AttackContext:
+    """What ``perturb`` may use: the model's loss and gradient on the target tensors.
+
+    Features of modalities outside ``targets`` are computed once per call when that is exact
+    (model in eval mode, targets are modality inputs rather than a raw image).
+
+    With a region (``attack.region``), ``masks[key]`` is a boolean ``(B, 1, H, W)`` tensor per
+    target: ``gradient`` is zero outside it and ``clamp`` puts every pixel outside it back to
+    the clean input, so the whole budget is spent inside the region.
+    """
+
+    def __init__(
+        self,
+        attack: Attack,
+        model: nn.Module,
+        inputs: Mapping[str, torch.Tensor],
+        labels: torch.Tensor,
+        generator: torch.Generator | None,
+        masks: Mapping[str, torch.Tensor] | None = None,
+    ) -> None:
+        self.attack = attack
+        self.model = model
+        self.inputs = inputs
+        self.labels = labels
+        self.generator = generator
+        self.masks = dict(masks or {})
+        self.targets = attack.targets
+        self.ranges = {k: attack.range_of(k, inputs[k]) for k in attack.targets}
+        self.forward_count = 0
+        self.backward_count = 0
+        rest = {k: v for k, v in inputs.items() if k not in self.targets}
+        modalities = set(getattr(model, "modalities", []))
+        self.fixed: dict[str, torch.Tensor] | None = None
+        if (
+            hasattr(model, "encode")
+            and not model.training
+            and set(self.targets) <= modalities
+            and set(rest) <= modalities
+        ):
+            with torch.no_grad():
+                self.fixed = model.encode(rest) if rest else {}
+        self.rest = rest
+
+    def logits(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The model's logits with the target tensors replaced by ``x``."""
+        self.forward_count += 1
+        if self.fixed is not None:
+            return self.model.fuse({**self.fixed, **self.model.encode(x)})
+        return self.model({**self.rest, **x})
+
+    def loss(self, x: Mapping[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+        """The loss the attack ascends (negated for targeted attacks)."""
+        loss = self.attack.loss_fn(self.logits(x), self.labels, reduction=reduction)
+        return -loss if self.attack.targeted else loss
+
+    def gradient(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Gradient of ``loss`` with respect to each target tensor (ascent direction).
+
+        Zero outside the region, if any: an L2 step normalised by this gradient's norm is
+        then a step of the full size inside the region.
+        """
+        leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
+        with torch.enable_grad():
+            loss = self.loss(leaves)
+            self.backward_count += 1
+            grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
+        return self.confine(
+            {
+                k: (g if g is not None else torch.zeros_like(leaves[k]))
+                for k, g in zip(leaves, grads)
+            }
+        )
+
+    def confine(self, d: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Directions (gradients, random starts) per target, zeroed outside the region."""
+        return {
+            k: torch.where(self.masks[k], v, torch.zeros_like(v)) if k in self.masks else v
+            for k, v in d.items()
+        }
+
+    def clamp(self, key: str, x: torch.Tensor) -> torch.Tensor:
+        """``x`` clamped to the valid range of ``key``, and equal to the input outside the region.
+
+        A no-op for unbounded keys without a region.
+        """
+        r = self.ranges[key]
+        x = x if r is None else torch.clamp(x, min=r[0], max=r[1])
+        if key in self.masks:
+            # torch.where, not x0 + (x - x0) * m: pixels outside stay bit-identical.
+            x = torch.where(self.masks[key], x, self.inputs[key])
+        return x
+
+    def predictions(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The model's predicted classes with the target tensors replaced by ``x``."""
+        with torch.no_grad():
+            return self.logits(x).argmax(1)
