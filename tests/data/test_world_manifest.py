@@ -113,3 +113,58 @@ def test_a_file_where_the_folder_should_be_is_an_error(tmp_path):
     (tmp_path / "w").write_text("not a folder")
     with pytest.raises(ValueError, match=r"w is a file, not a folder"):
         synthetic.ensure_synthetic_world(tmp_path / "w", **SMALL)
+
+
+HARD = {"classes": ["moon", "egg", "tee"], "occlusion": 0.3, "clutter": 2, "scale": (0.15, 0.25)}
+
+
+def test_world_json_records_classes_and_difficulty_that_differ_from_the_defaults(tmp_path):
+    root = synthetic.make_synthetic_coco(tmp_path / "w", **SMALL, **HARD)
+    recorded = json.loads((root / "world.json").read_text())
+    assert recorded == {
+        **synthetic.world_settings(**SMALL),
+        "classes": ["moon", "egg", "tee"],
+        "occlusion": 0.3,
+        "clutter": 2,
+        "scale": [0.15, 0.25],
+    }
+    # Settings at their defaults are left out: worlds written before they existed stay valid.
+    assert not {"aspect", "noise"} & set(recorded)
+    explicit_defaults = {"classes": list(synthetic.CLASSES), "noise": 0.0, "scale": (0.2, 0.3)}
+    assert synthetic.world_settings(**SMALL, **explicit_defaults) == synthetic.world_settings(
+        **SMALL
+    )
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"occlusion": 0.5}, ["occlusion: folder has 0.3, config asks 0.5"]),
+        ({"occlusion": 0.0}, ["occlusion: folder has 0.3, config asks 0.0"]),
+        ({"noise": 0.05}, ["noise: folder has 0.0, config asks 0.05"]),
+        ({"classes": None}, ["classes: folder has ['moon', 'egg', 'tee'], config asks ['ball'"]),
+        ({"classes": ["egg", "moon", "tee"]}, ["classes: folder has ['moon', 'egg', 'tee']"]),
+    ],
+)
+def test_a_changed_difficulty_or_class_list_is_an_error_naming_it(tmp_path, change, expected):
+    root = synthetic.ensure_synthetic_world(tmp_path / "w", **SMALL, **HARD)
+    before = snapshot(root)
+    assert synthetic.ensure_synthetic_world(root, **SMALL, **HARD) == root  # the same: reused
+    with pytest.raises(ValueError) as err:
+        synthetic.ensure_synthetic_world(root, **SMALL, **{**HARD, **change})
+    message = str(err.value)
+    for line in expected:
+        assert line in message
+    assert message.count("folder has") == len(expected)
+    assert snapshot(root) == before
+
+
+def test_a_world_recorded_before_the_knobs_existed_is_the_default_world(tmp_path):
+    root = synthetic.make_synthetic_coco(tmp_path / "w", **SMALL)
+    old_record = {k: v for k, v in json.loads((root / "world.json").read_text()).items()}
+    assert set(old_record) == {
+        "world_format", "n_train", "n_test", "size", "contexts", "context_purity", "seed"
+    }  # fmt: skip
+    assert synthetic.ensure_synthetic_world(root, **SMALL, classes=list(synthetic.CLASSES)) == root
+    with pytest.raises(ValueError, match="clutter: folder has 0, config asks 1"):
+        synthetic.ensure_synthetic_world(root, **SMALL, clutter=1)
