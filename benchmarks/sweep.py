@@ -3,7 +3,9 @@
 Naive: each eps is a separate attack on the full model (every step recomputes both
 branches, as a single-input attack library does) followed by a full forward pass to score it.
 modfuse: one gradient for all five eps (FGSM's direction does not depend on eps), the
-background encoded once per batch for the whole sweep.
+background encoded once per batch for the whole sweep, with its default sanity checks (model
+probes on 32 items of the first batch). Also timed with ``sanity=False``, to give the checks'
+overhead.
 
 Run: python benchmarks/sweep.py [--n 256] [--batch 128]
 """
@@ -52,24 +54,29 @@ def main() -> None:
                     correct[i] += int((model(adv).argmax(1) == batch["label"]).sum())
         return correct
 
-    def ours() -> list[dict]:
+    def ours(sanity: bool = True) -> list[dict]:
         return robustness_sweep(
             {"m": model},
             data,
             [Sweep("fgsm", FGSM(targets=("fg",)), EPS)],
             batch_size=args.batch,
             progress=False,
+            sanity=sanity,
         )
 
     same = [r["correct"] for r in ours() if r["perturbation"] == "fgsm"] == naive()
-    t = interleaved_medians({"naive": naive, "ours": ours}, args.repeats)
+    cases = {"naive": naive, "ours": ours, "unchecked": lambda: ours(sanity=False)}
+    t = interleaved_medians(cases, args.repeats)
     print(
         f"FGSM sweep over {len(EPS)} eps, {args.n} images of {args.size}px, 2 x small_cnn, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(f"naive sweep (attack + score per eps)   {t['naive']:7.3f} s")
     print(f"modfuse robustness_sweep (+ clean)     {t['ours']:7.3f} s")
+    print(f"  the same with sanity=False           {t['unchecked']:7.3f} s")
     print(f"ratio                                  {t['naive'] / t['ours']:7.2f}x")
+    overhead = 100 * (t["ours"] / t["unchecked"] - 1)
+    print(f"sanity checks' overhead                {overhead:6.1f} %")
     print(f"same accuracies: {same}")
 
 

@@ -34,9 +34,12 @@ def _evaluate(
     report_dir: Path,
     reliance_data: Any = None,
     progress: bool = True,
+    histories: Any = None,
 ) -> Path:
     """Sweep ``test`` (streamed) and write the report to ``report_dir``; modality reliance is
-    measured on ``reliance_data`` (the cached test features, when there are some) or ``test``."""
+    measured on ``reliance_data`` (the cached test features, when there are some) or ``test``.
+    The sweep's sanity flags and check statuses, and the training ``histories``, go into the
+    report."""
     import torch
 
     from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
@@ -66,7 +69,33 @@ def _evaluate(
         "seed": cfg.seed,
         "class_map": getattr(test, "class_to_index", None),
     }
-    return write_report(report_dir, rows, reliance=reliance, manifest=manifest, title=cfg.name)
+    return write_report(
+        report_dir,
+        rows,
+        reliance=reliance,
+        manifest=manifest,
+        title=cfg.name,
+        flags=rows.flags,
+        checks=rows.checks,
+        histories=histories,
+    )
+
+
+def _run_histories(run: Path, name: str) -> dict[str, list] | None:
+    """``{name: history}`` from the run's history.json (what the Trainer writes), if any."""
+    from modfuse.checkpoint import read_json
+
+    path = run / "history.json"
+    if not path.is_file():
+        return None
+    data = read_json(path)
+    history = data.get("history") if isinstance(data, dict) else None
+    if not isinstance(history, list):
+        raise ValueError(
+            f"{path}: expected {{'history': [one record per epoch], ...}}, got "
+            f"{type(data).__name__} without a 'history' list"
+        )
+    return {name: history} if history else None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -126,10 +155,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     if cached is not None:
         fit_train, fit_test = cached
     say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
-    trainer.fit(fit_train, fit_test, resume=args.resume)
+    history = trainer.fit(fit_train, fit_test, resume=args.resume)
     if main:
         model.save(out / "model")
-    report = _evaluate(cfg, model, test, out / "report", reliance_data=fit_test, progress=progress)
+    report = _evaluate(
+        cfg,
+        model,
+        test,
+        out / "report",
+        reliance_data=fit_test,
+        progress=progress,
+        histories={cfg.name: history} if history else None,
+    )
     say(f"done; model in {out / 'model'}, report in {report}")
     return 0
 
@@ -151,7 +188,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{report_dir} is not empty; give --out a new folder (the run's own report stays "
             f"in {run / 'report'})"
         )
-    report = _evaluate(cfg, model, test, report_dir, progress=not args.no_progress)
+    histories = _run_histories(run, cfg.name)
+    report = _evaluate(
+        cfg, model, test, report_dir, progress=not args.no_progress, histories=histories
+    )
     say(f"report in {report}")
     return 0
 
@@ -166,12 +206,19 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{results} not found; run `modfuse eval {run}` first")
     data = read_json(results)
     manifest = read_json(run / "report" / "manifest.json")
+    name = (manifest.get("config") or {}).get("name") or run.name
+    # The sweep's flags and check statuses are read back: rows alone cannot say which checks
+    # ran. A results.json older than the statuses gives None, and the rows are checked again.
     report = write_report(
         run / "report",
         data["rows"],
         feature_shifts=data["feature_shift"],
         reliance=data["reliance"],
         manifest=manifest,
+        flags=data.get("flags", []),
+        checks=data.get("checks"),
+        histories=_run_histories(run, name),
+        title=name,
     )
     print(report.read_text())
     return 0

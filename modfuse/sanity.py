@@ -1,12 +1,16 @@
 """Sanity checks of a robustness evaluation, in the spirit of AutoAttack's: each flag says what
 went wrong, what it means and what to do. A robustness number that fails one of them is
 likely false robustness (gradient masking, a broken attack, a random model), not robustness.
+
+Checks choose what to compare by the attacks' metadata (``norm``, ``strength_unit``,
+``iterative``, ``stronger_when`` of :class:`modfuse.attacks.base.Attack`), never by class
+names. This module probes models; :mod:`modfuse.sanity_rows` reads a sweep's rows.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -21,9 +25,11 @@ CHECKS: dict[str, tuple[str, str]] = {
         "accuracy went up as the perturbation grew, beyond sampling noise",
         "look for gradient masking or a perturbation that helps the model; use more samples",
     ),
-    "pgd_weaker_than_fgsm": (
-        "PGD, which starts where FGSM ends, left more accuracy than FGSM at the same eps",
-        "raise PGD's steps or step size, use random restarts, check the loss the attack climbs",
+    "iterative_weaker_than_single_step": (
+        "an iterative attack (PGD, APGD, Square...) left more accuracy than a single-step "
+        "gradient attack (FGSM) of the same norm at the same eps",
+        "raise the iterative attack's steps or step size, use random restarts, check the loss "
+        "the attack climbs",
     ),
     "vanishing_gradient": (
         "the loss has (almost) no gradient with respect to a targeted input",
@@ -36,11 +42,15 @@ CHECKS: dict[str, tuple[str, str]] = {
         "gradients over draws (EOT) or evaluate the model deterministically",
     ),
     "noise_stronger_than_attack": (
-        "random noise of the same size cost more accuracy than the gradient attack",
+        "random noise of the same size and norm cost more accuracy than the gradient attack",
         "the attack is not working on this model (gradient masking or a bug): do not read its "
         "accuracy as robustness",
     ),
 }
+#: Checks read from a sweep's rows; the others probe the models.
+ROW_CHECKS = ("accuracy_rises_with_strength", "iterative_weaker_than_single_step")
+#: Old names of checks, still read from results.json files written before the rename.
+RENAMED = {"pgd_weaker_than_fgsm": "iterative_weaker_than_single_step"}
 
 
 @dataclass
@@ -54,66 +64,141 @@ class Flag:
     action: str = ""
 
     def __post_init__(self) -> None:
+        self.check = RENAMED.get(self.check, self.check)
+        if self.check not in CHECKS:
+            raise ValueError(f"unknown sanity check {self.check!r}; expected one of {list(CHECKS)}")
         self.meaning, self.action = CHECKS[self.check]
 
     def as_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
-def _noise_margin(acc: float, n: int) -> float:
+def attack_meta(attack: Any) -> dict[str, Any]:
+    """The metadata a check or a report reads from an attack (defaults as in the base class).
+
+    Examples:
+        >>> from modfuse.attacks import FGSM, GaussianBlur
+        >>> attack_meta(FGSM())["norm"], attack_meta(GaussianBlur())["unit"]
+        ('linf', 'sigma')
+    """
+    return {
+        "norm": getattr(attack, "norm", "none"),
+        "unit": getattr(attack, "strength_unit", "none"),
+        "iterative": bool(getattr(attack, "iterative", False)),
+        "stronger_when": getattr(attack, "stronger_when", "higher"),
+    }
+
+
+def noise_margin(acc: float, n: int) -> float:
     """Beyond sampling noise: two standard errors, and at least 2 points."""
     return max(0.02, 2 * math.sqrt(max(acc * (1 - acc), 1e-4) / max(n, 1)))
 
 
-def check_rows(rows: Sequence[Mapping[str, Any]]) -> list[Flag]:
-    """Flags visible in a sweep's rows: accuracy rising with strength, PGD weaker than FGSM.
+def stochastic_flags(name: str, first: torch.Tensor, second: torch.Tensor) -> list[Flag]:
+    """A flag when two calls of the model on the same inputs gave different logits."""
+    if torch.equal(first, second):
+        return []
+    gap = float((first - second).abs().max())
+    return [Flag("stochastic_model", name, f"max difference {gap:.3g} between two calls")]
 
-    Examples:
-        >>> points = [("clean", "none", 0.0, 0.9), ("b", "GaussianBlur", 1.0, 0.5),
-        ...           ("b", "GaussianBlur", 2.0, 0.8)]
-        >>> rows = [{"model": "m", "perturbation": p, "attack": a, "targets": "fg",
-        ...          "strength": s, "accuracy": acc, "n": 500} for p, a, s, acc in points]
-        >>> [f.check for f in check_rows(rows)]
-        ['accuracy_rises_with_strength']
-    """
-    flags: list[Flag] = []
-    clean = {r["model"]: r for r in rows if r["perturbation"] == "clean"}
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
-    for r in rows:
-        if r["perturbation"] != "clean":
-            groups.setdefault((r["model"], r["perturbation"]), []).append(r)
-    for (model, pert), pts in groups.items():
-        if pts[0].get("attack") == "DropModality":
-            continue
-        seq = ([clean[model]] if model in clean else []) + sorted(pts, key=lambda r: r["strength"])
-        for a, b in zip(seq, seq[1:]):
-            if b["accuracy"] > a["accuracy"] + _noise_margin(a["accuracy"], a["n"]):
-                flags.append(
-                    Flag(
-                        "accuracy_rises_with_strength",
-                        model,
-                        f"{pert}: {a['accuracy']:.3f} at {a['strength']:g} -> "
-                        f"{b['accuracy']:.3f} at {b['strength']:g}",
-                    )
+
+def gradient_flags(
+    name: str,
+    model: torch.nn.Module,
+    inputs: Mapping[str, Any],
+    labels: torch.Tensor,
+    targets: Sequence[str],
+    forward: Callable[[dict[str, Any]], torch.Tensor] | None = None,
+) -> list[Flag]:
+    """Flags for targeted keys whose loss gradient is zero for most samples (one backward);
+    ``forward`` computes the logits in place of ``model`` (e.g. from stored features of the
+    keys that are not targets)."""
+    leaves = {
+        k: (v.detach().clone().requires_grad_(k in targets) if torch.is_tensor(v) else v)
+        for k, v in inputs.items()
+    }
+    with torch.enable_grad():
+        loss = torch.nn.functional.cross_entropy((forward or model)(leaves), labels)
+        grads = torch.autograd.grad(loss, [leaves[t] for t in targets], allow_unused=True)
+    flags = []
+    for t, g in zip(targets, grads):
+        if g is None:
+            dead = torch.ones(len(labels), dtype=torch.bool)
+        else:
+            dead = g.flatten(1).abs().amax(1) < 1e-12
+        if float(dead.float().mean()) > 0.5:
+            flags.append(
+                Flag(
+                    "vanishing_gradient",
+                    name,
+                    f"input gradient of {t!r} is zero for {int(dead.sum())}/{len(labels)} samples",
                 )
-                break
-    by_key: dict[tuple, Mapping[str, Any]] = {}
-    for r in rows:
-        if r.get("attack") in ("FGSM", "PGD") and not r.get("source"):
-            by_key[(r["model"], r["attack"], r["targets"], round(r["strength"], 8))] = r
-    for (model, attack, targets, eps), r in by_key.items():
-        fgsm = by_key.get((model, "FGSM", targets, eps))
-        if attack == "PGD" and fgsm is not None and eps > 0:
-            if r["accuracy"] > fgsm["accuracy"] + _noise_margin(fgsm["accuracy"], fgsm["n"]):
-                flags.append(
-                    Flag(
-                        "pgd_weaker_than_fgsm",
-                        model,
-                        f"eps {eps:g} on {targets}: PGD {r['accuracy']:.3f} vs "
-                        f"FGSM {fgsm['accuracy']:.3f}",
-                    )
-                )
+            )
     return flags
+
+
+def random_noise(
+    attack: Any, inputs: Mapping[str, Any], targets: Sequence[str], strength: float, seed: int = 0
+) -> dict[str, Any]:
+    """``inputs`` with a random perturbation of the attack's norm and size on ``targets``:
+    random signs times ``strength`` for "linf", a random direction of L2 length ``strength``
+    (per sample) for "l2"; inside the attack's ``region`` mask if it has one; clamped to each
+    key's valid range.
+
+    Raises:
+        ValueError: the attack's norm is neither "linf" nor "l2" (no size to match).
+    """
+    norm = attack_meta(attack)["norm"]
+    if norm not in ("linf", "l2"):
+        raise ValueError(
+            f"random noise of an attack's size needs norm 'linf' or 'l2', got {norm!r}"
+        )
+    g = torch.Generator().manual_seed(seed)
+    region = getattr(attack, "region", None)
+    out = dict(inputs)
+    for t in targets:
+        x = inputs[t]
+        if norm == "linf":
+            step = (torch.randint(0, 2, x.shape, generator=g) * 2 - 1).to(x)
+        else:
+            step = torch.randn(x.shape, generator=g).to(x)
+        if region is not None:  # confined where the attack is: the same threat model
+            step = step * (inputs[region] > 0.5).to(x)
+        if norm == "l2":
+            size = step.flatten(1).norm(dim=1).clamp_min(1e-12)
+            step = step / size.view(-1, *[1] * (x.dim() - 1))
+        r = attack.range_of(t, x) if hasattr(attack, "range_of") else None
+        y = x + strength * step
+        out[t] = y if r is None else y.clamp(r[0], r[1])
+    return out
+
+
+def noise_flags(
+    name: str,
+    attack: Any,
+    strength: float,
+    targets: Sequence[str],
+    adv: float,
+    noise: float,
+    n: int,
+) -> list[Flag]:
+    """A flag when random noise (accuracy ``noise``) beat the attack (accuracy ``adv``)."""
+    if noise >= adv - noise_margin(adv, n):
+        return []
+    norm = attack_meta(attack)["norm"]
+    what = f"{type(attack).__name__} eps {strength:g} ({norm}) on {list(targets)}"
+    return [
+        Flag(
+            "noise_stronger_than_attack",
+            name,
+            f"{what}: accuracy {adv:.3f}, random {norm} noise {noise:.3f}",
+        )
+    ]
+
+
+def _accuracy(model: torch.nn.Module, inputs: Mapping[str, Any], labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((model(inputs).argmax(1) == labels).float().mean())
 
 
 def check_model(
@@ -125,12 +210,13 @@ def check_model(
     stochastic: bool = True,
 ) -> list[Flag]:
     """Flags found by probing a model on one batch: stochastic outputs, vanishing input
-    gradients of targeted keys, and random noise stronger than a gradient attack.
+    gradients of targeted keys, and random noise (of the attack's norm) stronger than a
+    gradient attack. Attacks of norm "none" get the gradient check only.
 
     Args:
         name: The model's name in the report.
         model: The model (every submodule's mode is restored).
-        inputs: One batch of the model's inputs.
+        inputs: One batch of the model's inputs (keep it small: every probe runs on all of it).
         labels: Its labels.
         attacks: ``(attack, strength)`` pairs of gradient attacks to probe.
         stochastic: Also check that two identical calls agree.
@@ -145,65 +231,24 @@ def check_model(
     inputs = to_model(inputs, model)
     labels = labels.to(model_device(model))
     with eval_mode(model):
-        with torch.no_grad():
-            a, b = model(inputs), model(inputs)
-        if stochastic and not torch.equal(a, b):
-            flags.append(
-                Flag(
-                    "stochastic_model",
-                    name,
-                    f"max difference {float((a - b).abs().max()):.3g} between two calls",
-                )
-            )
+        if stochastic:
+            with torch.no_grad():
+                flags += stochastic_flags(name, model(inputs), model(inputs))
+        probed: set[tuple[str, ...]] = set()
         for attack, strength in attacks:
             if not getattr(attack, "uses_gradients", False):
                 continue
             targets = [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
             if not targets or strength <= 0:
                 continue
-            leaves = {
-                k: (v.detach().clone().requires_grad_(k in targets) if torch.is_tensor(v) else v)
-                for k, v in inputs.items()
-            }
-            with torch.enable_grad():
-                loss = torch.nn.functional.cross_entropy(model(leaves), labels)
-                grads = torch.autograd.grad(loss, [leaves[t] for t in targets], allow_unused=True)
-            for t, g in zip(targets, grads):
-                per_sample = (
-                    g.flatten(1).abs().amax(1)
-                    if g is not None
-                    else torch.zeros(len(labels), device=labels.device)
-                )
-                if float((per_sample < 1e-12).float().mean()) > 0.5:
-                    flags.append(
-                        Flag(
-                            "vanishing_gradient",
-                            name,
-                            f"input gradient of {t!r} is zero for "
-                            f"{int((per_sample < 1e-12).sum())}/{len(labels)} samples",
-                        )
-                    )
-            adv = attack.with_strength(strength)(model, inputs, labels)
-            noisy = dict(inputs)
-            g = torch.Generator().manual_seed(0)
-            for t in targets:
-                # Random signs: the same L-inf size as the attack, no gradient information.
-                sign = torch.randint(0, 2, inputs[t].shape, generator=g).to(inputs[t]) * 2 - 1
-                r = attack.range_of(t, inputs[t])
-                x = inputs[t] + strength * sign
-                noisy[t] = x if r is None else x.clamp(r[0], r[1])
-            with torch.no_grad():
-                acc_adv = float((model(adv).argmax(1) == labels).float().mean())
-                acc_noise = float((model(noisy).argmax(1) == labels).float().mean())
-            if acc_noise < acc_adv - _noise_margin(acc_adv, len(labels)):
-                flags.append(
-                    Flag(
-                        "noise_stronger_than_attack",
-                        name,
-                        f"{type(attack).__name__} eps {strength:g} on {targets}: "
-                        f"accuracy {acc_adv:.3f}, random signs {acc_noise:.3f}",
-                    )
-                )
+            if tuple(targets) not in probed:  # the clean gradient is the same for every attack
+                probed.add(tuple(targets))
+                flags += gradient_flags(name, model, inputs, labels, targets)
+            if attack_meta(attack)["norm"] not in ("linf", "l2"):
+                continue
+            adv = _accuracy(model, attack.with_strength(strength)(model, inputs, labels), labels)
+            noise = _accuracy(model, random_noise(attack, inputs, targets, strength), labels)
+            flags += noise_flags(name, attack, strength, targets, adv, noise, len(labels))
     return flags
 
 
@@ -216,3 +261,12 @@ def dedupe(flags: Sequence[Flag]) -> list[Flag]:
             seen.add(key)
             out.append(f)
     return out
+
+
+def __getattr__(name: str) -> Any:
+    # The row checks live in modfuse.sanity_rows (which imports this module): loaded lazily.
+    if name in ("check_rows", "check_statuses", "row_checks"):
+        from modfuse import sanity_rows
+
+        return getattr(sanity_rows, name)
+    raise AttributeError(f"module 'modfuse.sanity' has no attribute {name!r}")

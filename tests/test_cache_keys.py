@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, PGD, Attack, GaussianBlur, GaussianNoise
 from modfuse.data import FeatureCache, StackedDataset
-from modfuse.evaluate import Sweep, _ResumeFile, robustness_sweep
+from modfuse.evaluate import Sweep, robustness_sweep
+from modfuse.sweep_resume import ResumeFile
 
 
 def cross_entropy(logits, labels, reduction="mean"):
@@ -173,13 +174,13 @@ def test_the_resume_file_keys_the_loss_and_refuses_what_it_cannot_key(tmp_path):
     models, d = {"m": model()}, data()
 
     def key(attack):
-        return _ResumeFile(tmp_path / "r.json", models, d, [Sweep("s", attack, [0.1])], 4).key
+        return ResumeFile(tmp_path / "r.json", models, d, [Sweep("s", attack, [0.1])], 4).key
 
     assert key(FGSM(loss=cross_entropy)) != key(FGSM(loss=toward_label))
     assert key(FGSM(loss=cross_entropy)) == key(FGSM(loss=cross_entropy))
     sweeps = [Sweep("s", FGSM(loss=make_closure(1.0)), [0.1])]
     with pytest.warns(UserWarning, match=r"resume file .* not used: sweep 's': FGSM\.loss_fn"):
-        assert _ResumeFile(tmp_path / "r.json", models, d, sweeps, 4).path is None
+        assert ResumeFile(tmp_path / "r.json", models, d, sweeps, 4).path is None
     with pytest.warns(UserWarning, match="resume file"):
         rows = robustness_sweep(
             models, d, sweeps, batch_size=4, progress=False, resume_file=tmp_path / "r.json"

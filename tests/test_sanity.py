@@ -83,15 +83,15 @@ def test_accuracy_rising_with_strength():
     assert "accuracy_rises_with_strength" in checks(result)
 
 
-def test_pgd_weaker_than_fgsm():
+def test_iterative_weaker_than_single_step():
     model = model_with()
     data = data_labelled_by(model)
     weak_pgd = PGD(targets=("fg",), steps=1, alpha=0.001, random_start=False)  # misconfigured
     sweeps = [Sweep("fgsm", FGSM(targets=("fg",)), [0.3]), Sweep("pgd", weak_pgd, [0.3])]
     result = robustness_sweep({"m": model}, data, sweeps, batch_size=N, progress=False)
     # The crippled PGD is also weaker than random noise; nothing else is wrong.
-    assert checks(result) == {"pgd_weaker_than_fgsm", "noise_stronger_than_attack"}
-    flag = next(f for f in result.flags if f["check"] == "pgd_weaker_than_fgsm")
+    assert checks(result) == {"iterative_weaker_than_single_step", "noise_stronger_than_attack"}
+    flag = next(f for f in result.flags if f["check"] == "iterative_weaker_than_single_step")
     assert "PGD" in flag["detail"] and flag["action"]
 
 
