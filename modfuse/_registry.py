@@ -9,12 +9,63 @@ registered as ``family``, called with the variant as its first argument.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable, Mapping
+import inspect
+import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 Spec = str | Mapping[str, Any] | Any
+
+
+@dataclass(frozen=True)
+class Resolved(Generic[T]):
+    """What a spec names: the factory, and the arguments the spec gives it.
+
+    Attributes:
+        name: The name as written in the spec (``"timm:resnet18"``).
+        factory: The registered class or function (``TimmEncoder`` for ``"timm:resnet18"``).
+        args: Positional arguments the name adds: ``("resnet18",)`` for a ``family:variant``.
+        kwargs: Keyword arguments from a ``{"name": ..., **kwargs}`` spec.
+    """
+
+    name: str
+    factory: Callable[..., T]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def build(self, **overrides: Any) -> T:
+        """Call the factory; ``overrides`` take precedence over the spec's keyword arguments."""
+        return self.factory(*self.args, **{**self.kwargs, **overrides})
+
+
+def _describe(obj: object) -> str:
+    """``module.QualName`` for classes and functions (clearer than their repr in an error)."""
+    qualname = getattr(obj, "__qualname__", None)
+    module = getattr(obj, "__module__", None)
+    return f"{module}.{qualname}" if qualname and module else repr(obj)
+
+
+def _origin(obj: object) -> tuple[str, str] | None:
+    """Where ``obj`` was defined: (source file, qualified name), or None if unknown.
+
+    A module imported twice (``importlib.reload``, a notebook cell run again, one file imported
+    under two module names) defines new class objects from the same source; they share this.
+    """
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(qualname, str) or "<lambda>" in qualname:
+        return None  # every lambda of a file shares one qualname: it says nothing
+    try:
+        where: str | None = os.path.realpath(inspect.getfile(obj))  # type: ignore[arg-type]
+    except (TypeError, OSError):
+        # A class whose module is not in sys.modules: its methods still know their file.
+        methods = vars(obj).values() if isinstance(obj, type) else ()
+        files = [f.__code__.co_filename for f in methods if inspect.isfunction(f)]
+        where = files[0] if files else getattr(obj, "__module__", None)
+    return (where, qualname) if isinstance(where, str) else None
 
 
 class Registry(Generic[T]):
@@ -31,6 +82,8 @@ class Registry(Generic[T]):
         ...         self.size = size
         >>> reg.create({"name": "box", "size": 3}).size
         3
+        >>> reg.resolve("box").factory is Box
+        True
         >>> reg.names()
         ['box']
     """
@@ -39,11 +92,22 @@ class Registry(Generic[T]):
         self.kind = kind
         self._factories: dict[str, Callable[..., T]] = {}
 
-    def register(self, name: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    def register(
+        self, name: str, *, override: bool = False
+    ) -> Callable[[Callable[..., T]], Callable[..., T]]:
         """Decorator that registers a factory under ``name`` and returns it unchanged.
 
+        Registering the same factory again under the same name does nothing, and so does a
+        new definition from the same source (a module imported twice), which replaces the old
+        one so that instances match the classes the module now holds.
+
+        Args:
+            name: The name specs use; no ``':'`` (that separates ``family:variant``).
+            override: Replace a different factory already registered under ``name``.
+
         Raises:
-            ValueError: if ``name`` is empty or already registered.
+            ValueError: if ``name`` is empty, holds ``':'``, or is taken by another factory
+                and ``override`` is False.
         """
         if not isinstance(name, str) or not name or ":" in name:
             raise ValueError(
@@ -51,10 +115,13 @@ class Registry(Generic[T]):
             )
 
         def decorator(factory: Callable[..., T]) -> Callable[..., T]:
-            if name in self._factories:
+            old = self._factories.get(name)
+            same = old is factory or (old is not None and _origin(old) == _origin(factory))
+            if old is not None and not same and not override:
                 raise ValueError(
-                    f"{self.kind} {name!r} is already registered "
-                    f"(by {self._factories[name]!r}); pick another name"
+                    f"{self.kind} {name!r} is already registered (by {_describe(old)}); "
+                    f"cannot register {_describe(factory)} under it. Pick another name, or "
+                    f"pass override=True to replace it"
                 )
             self._factories[name] = factory
             return factory
@@ -65,9 +132,17 @@ class Registry(Generic[T]):
         """Remove ``name`` (for tests and interactive sessions)."""
         self._factories.pop(name, None)
 
-    def names(self, pattern: str = "*") -> list[str]:
-        """Registered names matching an fnmatch ``pattern``, sorted."""
-        return sorted(n for n in self._factories if fnmatch.fnmatchcase(n, pattern))
+    def names(self, pattern: str = "*", *, exclude: str | Iterable[str] = ()) -> list[str]:
+        """Registered names matching an fnmatch ``pattern``, minus ``exclude``, sorted.
+
+        Args:
+            pattern: An fnmatch pattern (``"pgd*"``).
+            exclude: A name or names to leave out.
+        """
+        dropped = {exclude} if isinstance(exclude, str) else set(exclude)
+        return sorted(
+            n for n in self._factories if fnmatch.fnmatchcase(n, pattern) and n not in dropped
+        )
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
@@ -75,17 +150,46 @@ class Registry(Generic[T]):
         family, sep, variant = name.partition(":")
         return name in self._factories or bool(sep and variant and family in self._factories)
 
-    def get(self, name: str) -> tuple[Callable[..., T], tuple[Any, ...]]:
-        """The factory for ``name`` and the positional arguments a ``family:variant`` adds."""
+    def resolve(self, spec: str | Mapping[str, Any]) -> Resolved[T]:
+        """The factory a name or ``{"name": ..., **kwargs}`` spec stands for, with its arguments.
+
+        Raises:
+            KeyError: the name is not registered (the message lists the registered names), or
+                a dict spec has no ``name`` key.
+            TypeError: ``spec`` is neither a string nor a mapping.
+        """
+        if isinstance(spec, str):
+            name, kwargs = spec, {}
+        elif isinstance(spec, Mapping):
+            if "name" not in spec:
+                raise KeyError(f"{self.kind} spec needs a 'name' key, got keys {sorted(spec)}")
+            name = spec["name"]
+            kwargs = {k: v for k, v in spec.items() if k != "name"}
+        else:
+            raise TypeError(
+                f"a {self.kind} spec must be a name or a {{'name': ...}} dict, "
+                f"got {type(spec).__name__}"
+            )
         if name in self._factories:
-            return self._factories[name], ()
-        family, sep, variant = name.partition(":")
+            return Resolved(name, self._factories[name], (), kwargs)
+        family, sep, variant = str(name).partition(":")
         if sep and family in self._factories and variant:
-            return self._factories[family], (variant,)
+            return Resolved(name, self._factories[family], (variant,), kwargs)
         raise KeyError(
             f"unknown {self.kind} {name!r}; registered: {self.names()} "
             f"(register your own with @register_{self.kind}(name))"
         )
+
+    def get(self, name: str) -> tuple[Callable[..., T], tuple[Any, ...]]:
+        """Deprecated: use ``resolve(name)``, whose ``factory`` and ``args`` this returns."""
+        warnings.warn(
+            f"{self.kind} registry: .get(name) is deprecated; use .resolve(name), whose "
+            ".factory and .args are what get returned",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        found = self.resolve(name)
+        return found.factory, found.args
 
     def create(self, spec: Spec, **overrides: Any) -> T:
         """Build a component from a name, a ``{"name": ..., **kwargs}`` dict or an object.
@@ -95,21 +199,13 @@ class Registry(Generic[T]):
                 already-built object (returned as is when there are no overrides).
             **overrides: Keyword arguments that take precedence over those in ``spec``.
         """
-        if isinstance(spec, str):
-            name, kwargs = spec, {}
-        elif isinstance(spec, Mapping):
-            if "name" not in spec:
-                raise KeyError(f"{self.kind} spec needs a 'name' key, got keys {sorted(spec)}")
-            kwargs = {k: v for k, v in spec.items() if k != "name"}
-            name = spec["name"]
-        else:
+        if not isinstance(spec, str | Mapping):
             if overrides:
                 raise TypeError(
                     f"cannot apply overrides {sorted(overrides)} to an already-built {self.kind}"
                 )
             return spec  # type: ignore[no-any-return]
-        factory, args = self.get(name)
-        return factory(*args, **{**kwargs, **overrides})
+        return self.resolve(spec).build(**overrides)
 
 
 ENCODERS: Registry[Any] = Registry("encoder")

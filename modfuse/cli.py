@@ -225,13 +225,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    import modfuse
+    from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS
 
     for kind, names in (
-        ("encoders", modfuse.list_encoders()),
-        ("fusions", modfuse.list_fusions()),
-        ("attacks", modfuse.list_attacks()),
-        ("regularizers", modfuse.list_regularizers()),
+        ("encoders", ENCODERS.names()),
+        ("fusions", FUSIONS.names()),
+        ("attacks", ATTACKS.names()),
+        ("regularizers", REGULARIZERS.names()),
     ):
         shown = [f"{n}:<model>" if n == "timm" else n for n in names]
         print(f"{kind:13s} {', '.join(shown)}")

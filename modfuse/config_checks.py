@@ -8,7 +8,7 @@ constructors' own checks (``steps >= 1``, at least one target) run at load time;
 fusions are not built here (a timm backbone is too heavy for a config check).
 
 Examples:
-    >>> from modfuse import ATTACKS, ENCODERS
+    >>> from modfuse._registry import ATTACKS, ENCODERS
     >>> check_component(ENCODERS, {"name": "small_cnn", "width": 8})
     >>> check_component(ENCODERS, {"name": "small_cnn", "width": 2.5})
     Traceback (most recent call last):
@@ -67,7 +67,8 @@ def check_component(
     kwargs = {} if isinstance(spec, str) else {k: v for k, v in spec.items() if k != "name"}
     for key, value in kwargs.items():
         _check_finite(value, f"{what}: argument {key!r}")
-    factory, args = registry.get(name)
+    resolved = registry.resolve(name)
+    factory, args = resolved.factory, resolved.args
     signature = _signature(factory)
     if signature is not None:
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -16,6 +17,11 @@ from modfuse.views import ContextViews
 MissingPolicy = Literal["error", "zeros", "learned"]
 #: Width of the fused vector when a fusion does not emit logits itself and none is given.
 DEFAULT_FUSION_DIM = 128
+#: Fusion arguments the model sets itself, and where the value comes from.
+_OWNED = {
+    "in_dims": "the encoders' out_dim",
+    "out_dim": "num_classes when the fusion emits logits, else fusion_dim; set fusion_dim=",
+}
 
 
 class FusionModel(nn.Module):
@@ -95,10 +101,20 @@ class FusionModel(nn.Module):
         if isinstance(fusion, nn.Module):
             self.fusion = fusion
         else:
-            fusion_cls, _ = FUSIONS.get(fusion if isinstance(fusion, str) else fusion["name"])
-            emits = getattr(fusion_cls, "emits_logits", False) and fusion_dim is None
+            found = FUSIONS.resolve(fusion)
+            emits = getattr(found.factory, "emits_logits", False) and fusion_dim is None
             width = num_classes if emits else (fusion_dim or DEFAULT_FUSION_DIM)
-            self.fusion = FUSIONS.create(fusion, in_dims=self.feature_dims, out_dim=width)
+            used = {"in_dims": self.feature_dims, "out_dim": width}
+            # The model owns these two; a user's value in the spec would be dropped unseen.
+            for key in sorted(used.keys() & found.kwargs.keys()):
+                if found.kwargs[key] != used[key]:
+                    warnings.warn(
+                        f"fusion spec sets {key}={found.kwargs[key]!r}, but FusionModel uses "
+                        f"{key}={used[key]!r} ({_OWNED[key]})",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+            self.fusion = found.build(**used)
         width = int(getattr(self.fusion, "out_dim", num_classes))
         emits = fusion_dim is None and getattr(self.fusion, "emits_logits", False)
         if emits and width == num_classes:

@@ -4,11 +4,12 @@ import pickle
 import pytest
 import torch
 
-from modfuse import ContextViews, FusionModel, list_fusions
+from modfuse import ContextViews, FusionModel
+from modfuse._registry import FUSIONS
 from modfuse.checkpoint import load_tensors
 
 
-@pytest.mark.parametrize("fusion", list_fusions("[!u]*"))  # built-ins, not test-registered ones
+@pytest.mark.parametrize("fusion", FUSIONS.names("[!u]*"))  # built-ins, not test-registered ones
 def test_save_load_round_trip_is_bit_identical(fusion, tmp_path):
     model = FusionModel(
         {"fg": {"name": "small_cnn", "width": 4, "depth": 2}, "bg": {"name": "mlp", "in_dim": 5}},

@@ -4,7 +4,8 @@ import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from modfuse import FUSIONS, FusionModel
+from modfuse import FusionModel
+from modfuse._registry import FUSIONS
 from modfuse.attacks import FGSM, PGD
 from modfuse.config import ModelConfig, ValidationError
 from modfuse.regularizers import ModalityDropout, ModalityWeightPenalty

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from einops import rearrange, repeat
 from torch import nn
 
 from modfuse._registry import register_fusion
@@ -58,8 +59,8 @@ class AttentionFusion(Fusion):
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = self.ordered(features)
-        tokens = torch.stack([self.branches[m](x) for m, x in zip(self.modalities, xs)], 1)
-        tokens = tokens + self.modality_embedding  # (B, M, d_model)
-        cls = self.fusion_token.expand(tokens.shape[0], 1, -1)  # (B, 1, d_model)
+        projected = [self.branches[m](x) for m, x in zip(self.modalities, xs)]
+        tokens = rearrange(projected, "m batch d -> batch m d") + self.modality_embedding
+        cls = repeat(self.fusion_token, "d -> batch 1 d", batch=tokens.shape[0])
         encoded = self.encoder(torch.cat([cls, tokens], dim=1))  # (B, 1 + M, d_model)
-        return self.out(encoded[:, 0])
+        return self.out(encoded[:, 0])  # the fusion token's output

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from modfuse._registry import register_fusion
@@ -40,6 +41,8 @@ class GatedFusion(Fusion):
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = self.ordered(features)
-        h = torch.stack([torch.tanh(self.branches[m](x)) for m, x in zip(self.modalities, xs)], 1)
-        z = self.gate(torch.cat(xs, dim=1)).view(h.shape).softmax(dim=1)  # (B, M, out_dim)
-        return (z * h).sum(dim=1)
+        hs = [torch.tanh(self.branches[m](x)) for m, x in zip(self.modalities, xs)]
+        h = rearrange(hs, "m batch out -> batch m out")
+        # The gate emits M blocks of out_dim weights; a softmax over m mixes the modalities.
+        gate = rearrange(self.gate(torch.cat(xs, dim=1)), "batch (m out) -> batch m out", m=len(hs))
+        return (gate.softmax(dim=1) * h).sum(dim=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from einops import einsum
 from torch import nn
 
 from modfuse._registry import register_fusion
@@ -21,7 +22,7 @@ class ModalityFactor(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = torch.cat([x, x.new_ones(x.shape[0], 1)], dim=1)  # (B, D + 1)
-        return torch.einsum("bd,rdo->bro", x1, self.weight)  # (B, rank, out_dim)
+        return einsum(x1, self.weight, "batch d, rank d out -> batch rank out")
 
 
 @register_fusion("lowrank")
@@ -59,4 +60,5 @@ class LowRankFusion(Fusion):
         for m, x in zip(self.modalities, xs):
             f = self.branches[m](x)  # (B, rank, out_dim)
             prod = f if prod is None else prod * f
-        return torch.einsum("bro,r->bo", prod, self.rank_weight) + self.bias
+        # Weighted sum of the rank-one terms.
+        return einsum(prod, self.rank_weight, "batch rank out, rank -> batch out") + self.bias

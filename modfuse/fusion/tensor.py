@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from einops import einsum, rearrange
 from torch import nn
 
 from modfuse._registry import register_fusion
@@ -46,6 +47,10 @@ class TensorFusion(Fusion):
         for m, x in zip(self.modalities, xs):
             z = self.branches[m](x)
             z = torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1)  # (B, r + 1)
-            # (B, P) x (B, r + 1) -> (B, P * (r + 1))
-            prod = z if prod is None else (prod.unsqueeze(2) * z.unsqueeze(1)).flatten(1)
+            if prod is None:
+                prod = z
+                continue
+            # Outer product per sample, flattened: the product so far (P entries) times z.
+            outer = einsum(prod, z, "batch p, batch r -> batch p r")
+            prod = rearrange(outer, "batch p r -> batch (p r)")
         return self.out(prod)

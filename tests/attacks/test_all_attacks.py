@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from modfuse import ATTACKS
+from modfuse._registry import ATTACKS
 from modfuse.attacks import (
     APGD,
     FGSM,

@@ -4,7 +4,7 @@
 import pytest
 import torchattacks  # a dev dependency: the adapter's metadata must be checked, never skipped
 
-from modfuse import ATTACKS
+from modfuse._registry import ATTACKS
 from modfuse.attacks import (
     APGD,
     FGSM,
@@ -68,7 +68,7 @@ def test_metadata(name):
 def test_every_registered_attack_has_a_case():
     # A new attack must state its threat model here before it can be reported.
     classes = {type(a) for a, _ in EXPECTED.values()}
-    registered = {ATTACKS.get(n)[0] for n in ATTACKS.names() if not n.startswith("user_")}
+    registered = {ATTACKS.resolve(n).factory for n in ATTACKS.names() if not n.startswith("user_")}
     assert registered <= classes, registered - classes
 
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import yaml
 
-from modfuse import ATTACKS, FusionModel
+from modfuse import FusionModel
+from modfuse._registry import ATTACKS
 from modfuse.attacks import GaussianBlur, GaussianNoise, TorchAttacksAdapter
 from tests.attacks.common import fg_bg_batch, fg_bg_model
 

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from modfuse import ATTACKS, FusionModel
+from modfuse import FusionModel
+from modfuse._registry import ATTACKS
 from modfuse.attacks.adapters import TorchAttacksAdapter
 from modfuse.attacks.apgd import APGD, dlr_loss
 from modfuse.attacks.blur import GaussianBlur

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from modfuse import ENCODERS
+from modfuse._registry import ENCODERS
 
 
 @pytest.mark.parametrize(

@@ -4,12 +4,14 @@ import pytest
 import torch
 from torch import nn
 
-from modfuse import FUSIONS, FusionModel, list_fusions
+import tests.user_fusion  # noqa: F401  (a user's fusion must pass the same contract)
+from modfuse import FusionModel
+from modfuse._registry import FUSIONS
 from modfuse.fusion.concat import ConcatFusion
 from tests.conftest import feature_batch
 
 DIMS = {2: {"fg": 6, "bg": 5}, 3: {"fg": 6, "bg": 5, "audio": 4}}
-CASES = [(name, n) for name in list_fusions() for n in (2, 3)]
+CASES = [(name, n) for name in FUSIONS.names() for n in (2, 3)]
 
 
 def build(name: str, n: int, out_dim: int = 7) -> nn.Module:
@@ -63,7 +65,7 @@ def test_branch_holds_modality_parameters(name, n):
         fusion.branch("nope")
 
 
-@pytest.mark.parametrize("name", list_fusions())
+@pytest.mark.parametrize("name", FUSIONS.names())
 def test_wrong_feature_size_names_modality(name):
     fusion = build(name, 2)
     feats = feature_batch(DIMS[2])
@@ -92,7 +94,7 @@ def test_concat_equals_linear_on_concatenation():
     )
 
 
-@pytest.mark.parametrize("name", list_fusions())
+@pytest.mark.parametrize("name", FUSIONS.names())
 def test_every_fusion_works_inside_a_model(name):
     model = FusionModel(
         {

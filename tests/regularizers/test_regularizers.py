@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from modfuse import REGULARIZERS, FusionModel, list_regularizers
+from modfuse import FusionModel
+from modfuse._registry import REGULARIZERS
 from modfuse.attacks import GaussianNoise
 from modfuse.regularizers import ConsistencyRegularizer, ModalityDropout, ModalityWeightPenalty
 
@@ -13,7 +14,7 @@ def model(fusion: str = "concat", missing: str = "error") -> FusionModel:
 
 
 def test_registered():
-    assert {"modality_penalty", "modality_dropout", "consistency"} <= set(list_regularizers())
+    assert {"modality_penalty", "modality_dropout", "consistency"} <= set(REGULARIZERS.names())
     assert isinstance(
         REGULARIZERS.create({"name": "modality_penalty", "modality": "fg"}), ModalityWeightPenalty
     )
