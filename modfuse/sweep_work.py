@@ -5,6 +5,7 @@ one sweep's attacks and scores on one batch.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +67,18 @@ class _FeatureMemo:
             if tag is not None:
                 self.store[key] = feats[m]
         return model.fuse(feats)
+
+    def hint(self, name: str, attack: Any) -> dict[str, Any]:
+        """``{"fixed": features}`` of the clean modalities ``attack`` leaves alone, for an
+        attack whose ``sweep`` takes them (so it does not encode them again); else ``{}``."""
+        if "fixed" not in inspect.signature(attack.sweep).parameters:
+            return {}
+        fixed = {
+            m: f
+            for (h, m, tag), f in self.store.items()
+            if tag == "clean" and m not in attack.targets and self.hashes[name].get(m) == h
+        }
+        return {"fixed": fixed} if fixed else {}
 
 
 def _targets_of(model: torch.nn.Module, attack: Any) -> bool:
@@ -133,7 +146,7 @@ def _sweep_batch(
             src_adv = attack.sweep(source, _inputs_for(source, batch, attack), labels, strengths)
             advs = [_merge(inputs, a, attack.targets) for a in src_adv]
         else:
-            advs = attack.sweep(model, inputs, labels, strengths)
+            advs = attack.sweep(model, inputs, labels, strengths, **memo.hint(n, attack))
         for v, adv in zip(strengths, advs):
             point = f"{sweep.name}@{v}" if (shared is not None or sweep.source) else None
             with torch.no_grad():

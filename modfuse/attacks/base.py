@@ -197,11 +197,13 @@ class Attack:
         inputs: Mapping[str, torch.Tensor],
         labels: torch.Tensor,
         work: Callable[[AttackContext, dict[str, torch.Tensor]], Any],
+        fixed: Mapping[str, torch.Tensor] | None = None,
     ) -> Any:
         """Check the inputs, set the model's mode, call ``work(ctx, x)``, restore the mode.
 
         ``x`` holds detached clones of the target tensors. ``__call__`` runs ``perturb`` this
-        way; subclasses use it for variants such as a sweep over strengths.
+        way; subclasses use it for variants such as a sweep over strengths. ``fixed``: features
+        of the untouched modalities' inputs, if the caller has them (see AttackContext).
         """
         inputs = to_model(inputs, model)
         if torch.is_tensor(labels):
@@ -214,7 +216,7 @@ class Attack:
         modes = eval_mode(model) if self.model_mode == "eval" else preserved_modes(model)
         with modes:
             try:
-                ctx = AttackContext(self, model, inputs, labels, self.generator(), masks)
+                ctx = AttackContext(self, model, inputs, labels, self.generator(), masks, fixed)
                 x = {k: inputs[k].detach().clone() for k in self.targets}
                 if validate:
                     # The inputs were checked above (and by the model, once, in the context):

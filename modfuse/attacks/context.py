@@ -47,7 +47,8 @@ class AttackContext:
     """What ``perturb`` may use: the model's loss and gradient on the target tensors.
 
     Features of modalities outside ``targets`` are computed once per call when that is exact
-    (model in eval mode, targets are modality inputs rather than a raw image).
+    (model in eval mode, targets are modality inputs rather than a raw image), or taken from
+    ``fixed`` when the caller passes the features of those clean inputs.
 
     With a region (``attack.region``), ``masks[key]`` is a boolean ``(B, 1, H, W)`` tensor per
     target: ``gradient`` is zero outside it and ``clamp`` puts every pixel outside it back to
@@ -62,6 +63,7 @@ class AttackContext:
         labels: torch.Tensor,
         generator: torch.Generator | None,
         masks: Mapping[str, torch.Tensor] | None = None,
+        fixed: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.attack = attack
         self.model = model
@@ -82,8 +84,12 @@ class AttackContext:
             and set(self.targets) <= modalities
             and set(rest) <= modalities
         ):
-            with torch.no_grad():
-                self.fixed = model.encode(rest) if rest else {}
+            if fixed is not None and set(rest) <= set(fixed):
+                # The caller already has these features (a sweep's clean pass of this batch).
+                self.fixed = {k: fixed[k] for k in rest}
+            else:
+                with torch.no_grad():
+                    self.fixed = model.encode(rest) if rest else {}
         self.rest = rest
 
     def logits(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:

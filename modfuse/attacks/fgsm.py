@@ -50,11 +50,13 @@ class FGSM(Attack):
         inputs: Mapping[str, torch.Tensor],
         labels: torch.Tensor,
         strengths: Sequence[float],
+        fixed: Mapping[str, torch.Tensor] | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """All strengths from one gradient: ``x + eps * sign(grad)`` differs only in ``eps``.
 
         Equal to calling the attack once per strength (the gradient is taken at the clean
         input either way), at the cost of one backward pass instead of one per strength.
+        ``fixed``: features of the untouched modalities, if the caller has computed them.
         """
         for s in strengths:
             check_strength(s, "eps")
@@ -64,7 +66,8 @@ class FGSM(Attack):
             sign = {k: g.sign() for k, g in ctx.gradient(x).items()}
             return [{k: ctx.clamp(k, x[k] + float(s) * sign[k]) for k in x} for s in strengths]
 
-        return [{**inputs, **adv} for adv in self.run(model, inputs, labels, every_strength)]
+        advs = self.run(model, inputs, labels, every_strength, fixed)
+        return [{**inputs, **adv} for adv in advs]
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         eps = {k: per_key(self.eps, k, "eps") for k in x}
