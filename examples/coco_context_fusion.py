@@ -85,7 +85,7 @@ class Settings:
             pretrain_epochs=4,
             adv_epochs=1,
             adv_items=600,
-            worst_case_items=60,
+            worst_case_items=40,
             seeds=(0,),
         )
 
