@@ -2,20 +2,23 @@
 
 With no arguments, on the embedded synthetic world (no downloads):
 
-1. Pretrain a foreground encoder on object crops (ImageNet's role) and a background encoder
-   on scene labels (Places365's role), on a pretraining world; freeze both.
+1. Pretrain a foreground encoder on object crops of classes the evaluation never shows
+   (ImageNet's role) and a background encoder on scene labels (Places365's role); freeze both.
 2. For a world with distinct contexts (each class in its own scene) and one with similar
-   contexts (every class in every scene): cache the frozen features, then train fusion heads
-   on them: foreground-only, background-only, joint (concat), joint + the paper's
-   ``ModalityWeightPenalty("fg")``, and an adversarially trained foreground baseline.
-3. Evaluate clean, foreground blur (sigma sweep), foreground FGSM (eps sweep), and the
-   raw-image threat model (FGSM and blur on the image in front of the views, both views move);
-   feature shift and modality reliance; write the report.
+   contexts (every class in every scene): cache the frozen features, then, for every seed
+   (``--seeds``, default 0 1 2), train fusion heads on them: foreground-only,
+   background-only, joint (concat), joint + the paper's ``ModalityWeightPenalty("fg")`` (and
+   more penalty strengths for the trade-off plot), and an adversarially trained baseline.
+3. Evaluate clean, foreground blur and FGSM for every seed; the matched threat models (the
+   same eps on the object's pixels, the background view, the whole raw image); the
+   foreground worst case (PGD, APGD-CE, APGD-T, Square) on a stated subsample; feature shift
+   and modality reliance. The report judges the paper's claims on the seed means, says which
+   sanity checks ran, and says plainly where a claim does not hold.
 
 With ``--coco-root DIR --fg-weights FILE --bg-weights FILE``: the same on real COCO 2017 with
 ImageNet / Places365 ResNet-18 checkpoints from local files (no pretraining step).
 
-Run:  python examples/coco_context_fusion.py [--quick] [--out runs/coco_context_fusion]
+Run:  python examples/coco_context_fusion.py [--quick] [--seeds 0 1 2] [--out DIR]
 """
 
 from __future__ import annotations

@@ -309,6 +309,29 @@ def test_gradient_masking_fools_fgsm_but_not_the_worst_case(trained):
     assert worst <= 0.4 and worst <= fgsm - 0.5, (fgsm, worst)
 
 
+def test_robustness_sweep_of_a_masked_model_flags_it_and_shows_the_worst_case(trained):
+    from modfuse.data import StackedDataset
+    from modfuse.evaluate import Sweep, robustness_sweep
+
+    x, y = world(96, seed=1)
+    eps = 16 / 255
+    rows = robustness_sweep(
+        {"masked": trained["masked"]},
+        StackedDataset(x, y),
+        [
+            Sweep("fgsm", FGSM(targets=("fg",)), [eps]),
+            Sweep("worst", Ensemble.standard(eps, steps=10, queries=200), [eps]),
+        ],
+        progress=False,
+    )
+    acc = {r["perturbation"]: r["accuracy"] for r in rows}
+    assert acc["worst"] <= acc["fgsm"] - 0.5, acc
+    # The zero input gradient is flagged, and the report's checks say the probe ran.
+    assert "vanishing_gradient" in {f["check"] for f in rows.flags}, rows.flags
+    status = {c["check"]: c["status"] for c in rows.checks}
+    assert status["vanishing_gradient"] == "flagged", status
+
+
 def test_apgd_is_at_least_as_strong_as_pgd_and_square_breaks_some(trained):
     model = trained["joint"]
     x, y = world(96, seed=1)
