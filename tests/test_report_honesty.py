@@ -3,27 +3,18 @@ not run, never a flag dropped on the way, never an L2 eps written as a fraction 
 
 import json
 
-import torch
-
-from modfuse import FusionModel
 from modfuse.attacks import FGSM, PGD, GaussianNoise
 from modfuse.cli import main
-from modfuse.data import StackedDataset
 from modfuse.evaluate import Sweep, robustness_sweep
 from modfuse.report import write_report
 from modfuse.sanity import CHECKS
+from tests.mlp_world import mlp_world
 
 N = 64
 
 
 def setup():
-    torch.manual_seed(0)
-    model = FusionModel({"fg": {"name": "mlp", "in_dim": 8, "hidden": [16]}}, num_classes=3)
-    model.eval()
-    x = torch.randn(N, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = model({"fg": x}).argmax(1)
-    return model, StackedDataset({"fg": x}, y)
+    return mlp_world(N)
 
 
 def row(pert, strength, acc, attack="GaussianBlur", unit="sigma", norm="none", **extra):

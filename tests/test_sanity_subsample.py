@@ -6,23 +6,16 @@ from collections import Counter
 import pytest
 import torch
 
-from modfuse import FusionModel
 from modfuse.attacks import FGSM, PGD
-from modfuse.data import StackedDataset
 from modfuse.evaluate import Sweep, robustness_sweep
 from modfuse.sanity import random_noise
+from tests.mlp_world import mlp_world
 
 N = 64
 
 
 def setup():
-    torch.manual_seed(0)
-    model = FusionModel({"fg": {"name": "mlp", "in_dim": 8, "hidden": [16]}}, num_classes=3)
-    model.eval()
-    x = torch.randn(N, 8, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = model({"fg": x}).argmax(1)
-    return model, StackedDataset({"fg": x}, y)
+    return mlp_world(N)
 
 
 def encoder_calls(model, data, sweeps, **kw) -> Counter:

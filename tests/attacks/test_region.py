@@ -14,7 +14,7 @@ from modfuse.attacks import (
     TokenDrop,
     TorchAttacksAdapter,
 )
-from tests.attacks.common import fg_bg_model, raw_batch
+from tests.attacks.common import fg_bg_model, fit_full_batch, raw_batch
 
 EPS = 8 / 255
 Y = torch.tensor([0, 1, 2])
@@ -193,13 +193,7 @@ def toy() -> ImageNet:
     torch.manual_seed(0)
     model = ImageNet()
     x, y = toy_world(256, seed=0)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(60):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit_full_batch(model, x, y, steps=60)
 
 
 # name -> (factory given the region, whether confining must win clearly). An L-inf attack

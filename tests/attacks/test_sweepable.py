@@ -9,7 +9,7 @@ import yaml
 from modfuse import FusionModel
 from modfuse._registry import ATTACKS
 from modfuse.attacks import GaussianBlur, GaussianNoise, TorchAttacksAdapter
-from tests.attacks.common import fg_bg_batch, fg_bg_model
+from tests.attacks.common import fg_bg_batch, fg_bg_model, fit_full_batch
 
 Y4 = torch.tensor([0, 1, 2, 0])
 
@@ -84,13 +84,7 @@ def fg_only() -> FusionModel:
     torch.manual_seed(0)
     model = FusionModel({"fg": {"name": "small_cnn", "width": 8, "depth": 2}}, num_classes=3)
     x, y = fg_world(256, seed=0)
-    opt = torch.optim.Adam(model.parameters(), 1e-2)
-    for _ in range(40):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return fit_full_batch(model, x, y, steps=40)
 
 
 def test_adapter_targeted_moves_predictions_towards_the_labels(fg_only):
