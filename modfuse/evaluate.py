@@ -35,11 +35,11 @@ from modfuse.sweep_resume import ResumeFile
 from modfuse.sweep_sanity import head, not_run, probe_models
 from modfuse.sweep_work import (
     _as_model,
+    _clean_batch,
+    _count_deferred,
     _FeatureMemo,
-    _inputs_for,
     _one_placement,
     _sweep_batch,
-    _tags,
 )
 
 __all__ = [
@@ -195,13 +195,10 @@ def robustness_sweep(
                 sample, keep = head(batch, labels, sanity_samples), sanity_samples
             total += len(labels)
             memo.store.clear()
-            for n, model in wrapped.items():
-                with torch.no_grad():
-                    inputs = _inputs_for(model, batch, None)
-                    logits = memo.logits(n, model, inputs, _tags(model, None, None))
-                correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
+            _clean_batch(wrapped, batch, labels, memo, correct, perturbations)
             for s in perturbations:
                 _sweep_batch(s, wrapped, batch, labels, memo, correct, scored, keep)
+            _count_deferred(wrapped, batch, labels, memo, correct)
             progress_file.save(index + 1, correct, total)
         if sanity:
             probed = (

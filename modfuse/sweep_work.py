@@ -48,6 +48,8 @@ class _FeatureMemo:
             for name, model in models.items()
         }
         self.store: dict[tuple, torch.Tensor] = {}
+        # model name -> the sweep whose gradient pass gives that model's clean logits
+        self.deferred: dict[str, str] = {}
 
     def logits(
         self, name: str, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], tags: dict
@@ -68,6 +70,12 @@ class _FeatureMemo:
                 self.store[key] = feats[m]
         return model.fuse(feats)
 
+    def store_clean(self, name: str, features: Mapping[str, torch.Tensor]) -> None:
+        """Keep the clean ``features`` ({modality: (B, D)}) of model ``name``'s encoders."""
+        for m, f in features.items():
+            if m in self.hashes[name]:
+                self.store[(self.hashes[name][m], m, "clean")] = f
+
     def hint(self, name: str, attack: Any) -> dict[str, Any]:
         """``{"fixed": features}`` of the clean modalities ``attack`` leaves alone, for an
         attack whose ``sweep`` takes them (so it does not encode them again); else ``{}``."""
@@ -79,6 +87,58 @@ class _FeatureMemo:
             if tag == "clean" and m not in attack.targets and self.hashes[name].get(m) == h
         }
         return {"fixed": fixed} if fixed else {}
+
+
+def _gives_clean(sweep: Sweep, model: torch.nn.Module) -> bool:
+    """Whether ``sweep``'s white-box attack on ``model`` passes through the clean input with
+    gradients anyway (FGSM), so its logits there are the clean logits."""
+    attack = sweep.attack
+    return (
+        sweep.source is None
+        and attack.depends_on_model
+        and not isinstance(model, HeadView)
+        and bool(getattr(model, "encoders", None))
+        and _targets_of(model, attack)
+        and "clean_out" in inspect.signature(attack.sweep).parameters
+    )
+
+
+def _clean_batch(
+    models: Mapping[str, torch.nn.Module],
+    batch: Mapping[str, Any],
+    labels: torch.Tensor,
+    memo: _FeatureMemo,
+    correct: dict,
+    sweeps: Sequence[Sweep],
+) -> None:
+    """Count every model's clean answers on one batch, or leave that to the first sweep whose
+    gradient pass runs the clean input anyway (one forward pass per batch and model less);
+    then encode here only the modalities that sweep leaves untouched, for it to reuse."""
+    memo.deferred.clear()
+    for n, model in models.items():
+        lead = next((s for s in sweeps if _gives_clean(s, model)), None)
+        with torch.no_grad():
+            inputs = _inputs_for(model, batch, None)
+            if lead is None:
+                logits = memo.logits(n, model, inputs, _tags(model, None, None))
+                correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
+                continue
+            memo.deferred[n] = lead.name
+            tags = _tags(model, lead.attack, None)  # 'clean': a modality the attack leaves
+            untouched = {k: v for k, v in inputs.items() if tags.get(k) == "clean"}
+            if untouched:
+                memo.store_clean(n, _encode_missing(memo, n, model, untouched))
+
+
+def _encode_missing(
+    memo: _FeatureMemo, name: str, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Clean features of ``inputs``' modalities, taken from the memo where it has them."""
+    out = {}
+    for m, x in model.prepare(inputs).items():
+        key = (memo.hashes[name][m], m, "clean")
+        out[m] = memo.store[key] if key in memo.store else model.encoders[m](x)
+    return out
 
 
 def _targets_of(model: torch.nn.Module, attack: Any) -> bool:
@@ -115,6 +175,40 @@ def _merge(inputs: Mapping[str, Any], adv: Mapping[str, Any], targets: Sequence[
     return out
 
 
+def _count_clean(
+    name: str,
+    model: torch.nn.Module,
+    batch: Mapping[str, Any],
+    labels: torch.Tensor,
+    memo: _FeatureMemo,
+    correct: dict,
+    clean: Mapping[str, Any],
+) -> None:
+    """Count a deferred model's clean answers from its attack's gradient pass (``clean``),
+    and keep the clean features it computed for the sweeps that follow."""
+    if "logits" in clean:
+        memo.store_clean(name, clean["features"])
+        logits = clean["logits"]
+    else:  # the attack made no pass at the clean input after all
+        with torch.no_grad():
+            inputs = _inputs_for(model, batch, None)
+            logits = memo.logits(name, model, inputs, _tags(model, None, None))
+    correct[(name, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
+
+
+def _count_deferred(
+    models: Mapping[str, torch.nn.Module],
+    batch: Mapping[str, Any],
+    labels: torch.Tensor,
+    memo: _FeatureMemo,
+    correct: dict,
+) -> None:
+    """Count the clean answers of any model whose deferred sweep gave no clean pass."""
+    for n in list(memo.deferred):
+        _count_clean(n, models[n], batch, labels, memo, correct, {})
+    memo.deferred.clear()
+
+
 def _sweep_batch(
     sweep: Sweep,
     models: Mapping[str, torch.nn.Module],
@@ -146,7 +240,13 @@ def _sweep_batch(
             src_adv = attack.sweep(source, _inputs_for(source, batch, attack), labels, strengths)
             advs = [_merge(inputs, a, attack.targets) for a in src_adv]
         else:
-            advs = attack.sweep(model, inputs, labels, strengths, **memo.hint(n, attack))
+            hint = memo.hint(n, attack)
+            clean: dict = {}
+            if memo.deferred.get(n) == sweep.name:
+                hint["clean_out"] = clean
+            advs = attack.sweep(model, inputs, labels, strengths, **hint)
+            if memo.deferred.pop(n, None) == sweep.name:
+                _count_clean(n, model, batch, labels, memo, correct, clean)
         for v, adv in zip(strengths, advs):
             point = f"{sweep.name}@{v}" if (shared is not None or sweep.source) else None
             with torch.no_grad():

@@ -122,3 +122,53 @@ def test_wilson_interval():
     lo, hi = wilson_interval(50, 100)
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     assert wilson_interval(100, 100)[1] == pytest.approx(1.0)
+
+
+def _count_calls(module: torch.nn.Module, counts: dict, key: str) -> None:
+    def hook(*_: object) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    module.register_forward_hook(hook)
+
+
+def test_clean_accuracy_comes_from_the_fgsm_gradient_pass():
+    """The clean row is read off FGSM's gradient pass (at the clean input): the foreground
+    encoder runs once for the gradient and once per eps, never for a separate clean pass; the
+    clean features it computed serve the background sweep that follows."""
+    data, model = image_data(), image_models()["joint"]
+    counts: dict[str, int] = {}
+    for m in ("fg", "bg"):
+        _count_calls(model.encoders[m], counts, m)
+    sweeps = [
+        Sweep("fg_fgsm", FGSM(targets=("fg",)), [0.01, 0.05, 0.2]),
+        Sweep("bg_blur", GaussianBlur(targets=("bg",)), [1.0, 2.0]),
+    ]
+    rows = robustness_sweep({"m": model}, data, sweeps, batch_size=24, progress=False, sanity=False)
+    # fg: 1 gradient pass + 3 eps; bg: 1 clean + 2 blurred (before: fg 5, one clean pass more)
+    assert counts == {"fg": 4, "bg": 3}
+    got = {(r["perturbation"], r["strength"]): r["correct"] for r in rows}
+    assert got[("clean", 0.0)] / 24 == pytest.approx(direct_accuracy(model, data))
+    for s in (1.0, 2.0):
+        want = direct_accuracy(model, data, GaussianBlur(s, targets=("bg",)))
+        assert got[("bg_blur", s)] / 24 == pytest.approx(want)
+
+
+def test_clean_accuracy_from_a_raw_image_attack_matches_the_plain_model():
+    from modfuse import ContextViews
+
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(20, 3, 16, 16, generator=g)
+    mask = torch.zeros(20, 1, 16, 16)
+    mask[:, :, 4:12, 5:11] = 1
+    views = ContextViews(size=16)
+    data = StackedDataset(
+        {"image": image, "mask": mask, **views(image, mask)}, torch.randint(0, 3, (20,), generator=g)
+    )
+    torch.manual_seed(0)
+    enc = {"name": "small_cnn", "width": 4, "depth": 2}
+    model = FusionModel({"fg": enc, "bg": enc}, num_classes=3, views=views).eval()
+    sweep = Sweep("img", FGSM(targets=("image",), ranges={"image": (0, 1)}), [0.05])
+    rows = robustness_sweep({"m": model}, data, [sweep], batch_size=7, progress=False)
+    with torch.no_grad():
+        want = int((model({"image": image, "mask": mask}).argmax(1) == data.labels).sum())
+    assert rows[0]["perturbation"] == "clean" and rows[0]["correct"] == want

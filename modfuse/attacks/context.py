@@ -75,29 +75,52 @@ class AttackContext:
         self.ranges = {k: attack.range_of(k, inputs[k]) for k in attack.targets}
         self.forward_count = 0
         self.backward_count = 0
+        # A dict to fill with the logits (and target features) of the next forward pass, set by
+        # an attack whose next pass is at the clean input (FGSM's gradient), for a caller that
+        # would otherwise run that clean forward pass again.
+        self.clean_out: dict | None = None
         rest = {k: v for k, v in inputs.items() if k not in self.targets}
         modalities = set(getattr(model, "modalities", []))
-        self.fixed: dict[str, torch.Tensor] | None = None
-        if (
+        # Whether the untouched modalities' features can be computed once (None: the whole
+        # model runs on every call); they are encoded on the first forward pass, so an attack
+        # that never calls the model (blur, noise) costs no encoder pass.
+        self.split = (
             hasattr(model, "encode")
             and not model.training
             and set(self.targets) <= modalities
             and set(rest) <= modalities
-        ):
-            if fixed is not None and set(rest) <= set(fixed):
-                # The caller already has these features (a sweep's clean pass of this batch).
-                self.fixed = {k: fixed[k] for k in rest}
-            else:
-                with torch.no_grad():
-                    self.fixed = model.encode(rest) if rest else {}
+        )
+        self._fixed: dict[str, torch.Tensor] | None = None
+        if self.split and fixed is not None and set(rest) <= set(fixed):
+            # The caller already has these features (a sweep's clean pass of this batch).
+            self._fixed = {k: fixed[k] for k in rest}
         self.rest = rest
+
+    @property
+    def fixed(self) -> dict[str, torch.Tensor] | None:
+        """Features ``{modality: (B, D)}`` of the untouched modalities, or None where the
+        whole model must run on every call (training mode, raw-image targets)."""
+        if self.split and self._fixed is None:
+            with torch.no_grad():
+                self._fixed = self.model.encode(self.rest) if self.rest else {}
+        return self._fixed if self.split else None
 
     def logits(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The model's logits with the target tensors replaced by ``x``."""
         self.forward_count += 1
-        if self.fixed is not None:
-            return self.model.fuse({**self.fixed, **self.model.encode(x)})
-        return self.model({**self.rest, **x})
+        feats: dict[str, torch.Tensor] = {}
+        fixed = self.fixed
+        if fixed is not None:
+            feats = self.model.encode(x)  # {modality: (B, D_m)}
+            out = self.model.fuse({**fixed, **feats})
+        else:
+            out = self.model({**self.rest, **x})
+        if self.clean_out is not None:
+            self.clean_out.update(
+                logits=out.detach(), features={k: f.detach() for k, f in feats.items()}
+            )
+            self.clean_out = None  # only that one pass is at the clean input
+        return out
 
     def loss(self, x: Mapping[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
         """The loss the attack ascends (negated for targeted attacks)."""

@@ -51,18 +51,23 @@ class FGSM(Attack):
         labels: torch.Tensor,
         strengths: Sequence[float],
         fixed: Mapping[str, torch.Tensor] | None = None,
+        clean_out: dict | None = None,
     ) -> list[dict[str, torch.Tensor]]:
         """All strengths from one gradient: ``x + eps * sign(grad)`` differs only in ``eps``.
 
         Equal to calling the attack once per strength (the gradient is taken at the clean
         input either way), at the cost of one backward pass instead of one per strength.
         ``fixed``: features of the untouched modalities, if the caller has computed them.
+        ``clean_out``: a dict that gets the clean ``logits`` (B, C) of the gradient pass and
+        the clean ``features`` of the target modalities (when they are modality inputs), so a
+        caller that needs the clean accuracy does not run that forward pass again.
         """
         for s in strengths:
             check_strength(s, "eps")
         inputs = to_model(inputs, model)  # untouched keys come back on the model's device
 
         def every_strength(ctx: AttackContext, x: dict[str, torch.Tensor]) -> list[dict]:
+            ctx.clean_out = clean_out  # the gradient below is taken at the clean input
             sign = {k: g.sign() for k, g in ctx.gradient(x).items()}
             return [{k: ctx.clamp(k, x[k] + float(s) * sign[k]) for k in x} for s in strengths]
 
