@@ -60,7 +60,11 @@ _MOVED = {
         "from modfuse._registry import REGULARIZERS",
     ),
     "Registry": ("modfuse._registry", "Registry", "from modfuse._registry import Registry"),
-    "HeadView": ("modfuse.model", "HeadView", "from modfuse.model import HeadView"),
+    "HeadView": (
+        "modfuse.feature_head",
+        "FeatureHead",
+        "from modfuse.feature_head import FeatureHead",
+    ),
     "list_encoders": ("modfuse._registry", "list_encoders", "modfuse._registry.ENCODERS.names()"),
     "list_fusions": ("modfuse._registry", "list_fusions", "modfuse._registry.FUSIONS.names()"),
     "list_attacks": ("modfuse._registry", "list_attacks", "modfuse._registry.ATTACKS.names()"),
@@ -74,7 +78,7 @@ _MOVED = {
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        value = vars(importlib.import_module(_LAZY[name]))[name]
         globals()[name] = value  # later lookups skip this function
         return value
     if name in _MOVED:
@@ -85,7 +89,7 @@ def __getattr__(name: str) -> Any:
             DeprecationWarning,
             stacklevel=2,
         )
-        return getattr(importlib.import_module(module), attr)
+        return vars(importlib.import_module(module))[attr]
     raise AttributeError(f"module 'modfuse' has no attribute {name!r}")
 
 

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from modfuse.names import qualified_name
+
 T = TypeVar("T")
 
 Spec = str | Mapping[str, Any] | Any
@@ -44,9 +46,8 @@ class Resolved(Generic[T]):
 
 def _describe(obj: object) -> str:
     """``module.QualName`` for classes and functions (clearer than their repr in an error)."""
-    qualname = getattr(obj, "__qualname__", None)
-    module = getattr(obj, "__module__", None)
-    return f"{module}.{qualname}" if qualname and module else repr(obj)
+    named = qualified_name(obj)
+    return ".".join(named) if named else repr(obj)
 
 
 def _origin(obj: object) -> tuple[str, str] | None:
@@ -55,16 +56,17 @@ def _origin(obj: object) -> tuple[str, str] | None:
     A module imported twice (``importlib.reload``, a notebook cell run again, one file imported
     under two module names) defines new class objects from the same source; they share this.
     """
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(qualname, str) or "<lambda>" in qualname:
+    named = qualified_name(obj)
+    if named is None or "<lambda>" in named[1]:
         return None  # every lambda of a file shares one qualname: it says nothing
+    module, qualname = named
     try:
         where: str | None = os.path.realpath(inspect.getfile(obj))  # type: ignore[arg-type]
     except (TypeError, OSError):
         # A class whose module is not in sys.modules: its methods still know their file.
         methods = vars(obj).values() if isinstance(obj, type) else ()
         files = [f.__code__.co_filename for f in methods if inspect.isfunction(f)]
-        where = files[0] if files else getattr(obj, "__module__", None)
+        where = files[0] if files else module
     return (where, qualname) if isinstance(where, str) else None
 
 

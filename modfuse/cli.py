@@ -25,6 +25,7 @@ from modfuse.config import (
     load_config,
     save_config,
 )
+from modfuse.protocols import ClassIndexed
 
 
 def _evaluate(
@@ -67,7 +68,7 @@ def _evaluate(
     manifest = {
         "config": cfg.model_dump(mode="json"),
         "seed": cfg.seed,
-        "class_map": getattr(test, "class_to_index", None),
+        "class_map": test.class_to_index if isinstance(test, ClassIndexed) else None,
     }
     return write_report(
         report_dir,
@@ -83,7 +84,7 @@ def _evaluate(
 
 def _run_histories(run: Path, name: str) -> dict[str, list] | None:
     """``{name: history}`` from the run's history.json (what the Trainer writes), if any."""
-    from modfuse.checkpoint import read_json
+    from modfuse.tensor_files import read_json
 
     path = run / "history.json"
     if not path.is_file():
@@ -144,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         adversarial=t.adversarial.as_spec() if t.adversarial else None,
         adversarial_mix=t.adversarial_mix,
         modality_dropout=t.modality_dropout,
+        unimodal_weight=t.unimodal_weight,
         seed=cfg.seed,
         run_dir=out,
         workers=cfg.data.workers,
@@ -197,8 +199,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from modfuse.checkpoint import read_json
     from modfuse.report import write_report
+    from modfuse.tensor_files import read_json
 
     run = Path(args.run_dir)
     results = run / "report" / "results.json"

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS, Registry
-from modfuse.config_checks import check_component, check_device
+from modfuse.config_checks import check_component, check_device, check_experiment
 from modfuse.config_yaml import load_yaml_text, save_config, to_yaml
 
 __all__ = [
@@ -60,12 +60,15 @@ class ComponentSpec(BaseModel):
         return self.model_dump(exclude_none=False)
 
 
+SpecT = TypeVar("SpecT", bound="str | ComponentSpec")
+
+
 def _known(
     registry: Registry[Any],
-    spec: str | ComponentSpec,
+    spec: SpecT,
     injected: tuple[str, ...] = (),
     build: bool = False,
-) -> str | ComponentSpec:
+) -> SpecT:
     """Check ``spec`` against ``registry`` (:func:`modfuse.config_checks.check_component`);
     with ``build`` (light attacks, regularizers) its constructor's checks run now, not after
     training."""
@@ -144,6 +147,8 @@ class TrainConfig(BaseModel):
     adversarial: ComponentSpec | None = None
     adversarial_mix: float = Field(0.5, ge=0, le=1)
     modality_dropout: float = Field(0.0, ge=0, lt=1)
+    #: Weight of the unimodal heads' loss; None: 1.0 with ``model.unimodal_heads``, else 0.
+    unimodal_weight: NonNegativeFloat | None = None
 
     @field_validator("regularizers")
     @classmethod
@@ -255,36 +260,8 @@ class ExperimentConfig(BaseModel):
         return v if v is None else check_device(v)
 
     @model_validator(mode="after")
-    def _modalities_exist(self) -> ExperimentConfig:
-        mods = sorted(self.model.encoders)
-        inputs = mods + (["image", "mask"] if self.model.views is not None else [])
-        for i, reg in enumerate(self.train.regularizers):
-            modality = getattr(reg, "modality", None)
-            if modality is not None and modality not in mods:
-                raise ValueError(
-                    f"train.regularizers.{i}.modality: {modality!r} is not a modality of the "
-                    f"model; expected one of {mods}"
-                )
-        attacks = [("train.adversarial", self.train.adversarial)] + [
-            (f"eval.sweeps.{i}.attack", s.attack) for i, s in enumerate(self.eval.sweeps)
-        ]
-        for where, spec in attacks:
-            # An adapter of a single-input library names one `target`.
-            targets = getattr(spec, "targets", None) or getattr(spec, "target", None)
-            for t in [targets] if isinstance(targets, str) else targets or []:
-                if t not in inputs:
-                    raise ValueError(
-                        f"{where}.targets: {t!r} is not an input of the model; expected {inputs}"
-                    )
-        for i, sweep in enumerate(self.eval.sweeps):
-            if sweep.source not in (None, self.name):
-                raise ValueError(
-                    f"eval.sweeps.{i}.source: {sweep.source!r} is not a model of this run; "
-                    f"expected None (white-box) or {self.name!r}, the one model it trains"
-                )
-        names = [s.name for s in self.eval.sweeps]
-        if len(set(names)) != len(names) or "clean" in names:
-            raise ValueError(f"eval.sweeps: names must be unique and not 'clean', got {names}")
+    def _parts_agree(self) -> ExperimentConfig:
+        check_experiment(self)  # modalities, targets, sweeps and training terms agree
         return self
 
 

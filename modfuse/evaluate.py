@@ -13,9 +13,9 @@ Feature shift and modality reliance live in :mod:`modfuse.diagnostics` (re-expor
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -31,6 +31,7 @@ from modfuse.modes import eval_mode
 from modfuse.sanity import CHECKS, attack_meta, dedupe
 from modfuse.sanity_rows import check_statuses, row_checks
 from modfuse.stats import wilson_interval
+from modfuse.sweep_result import SweepResult
 from modfuse.sweep_resume import ResumeFile
 from modfuse.sweep_sanity import head, not_run, probe_models
 from modfuse.sweep_work import (
@@ -41,6 +42,7 @@ from modfuse.sweep_work import (
     _one_placement,
     _sweep_batch,
 )
+from modfuse.validation import labels_of
 
 __all__ = [
     "Sweep",
@@ -86,15 +88,6 @@ class Sweep:
                 self.attack.check_strength_value(v)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"sweep {self.name!r}: strengths: {err}") from None
-
-
-class SweepResult(list):
-    """The rows of a robustness sweep (a list of dicts), with its sanity ``flags`` (the failed
-    checks) and ``checks`` (every check of :data:`modfuse.sanity.CHECKS`, each "passed",
-    "flagged" or "not run", with what it ran on or why it did not run)."""
-
-    flags: list[dict[str, str]]
-    checks: list[dict[str, str]]
 
 
 def robustness_sweep(
@@ -157,13 +150,15 @@ def robustness_sweep(
     names = {s.name for s in perturbations}
     if len(names) != len(perturbations) or "clean" in names:
         raise ValueError("sweep names must be unique and not 'clean'")
-    for s in perturbations:
-        if s.source is not None and s.source not in models:
-            raise KeyError(f"sweep {s.name!r}: source model {s.source!r} not in {sorted(models)}")
+    for sweep in perturbations:
+        if sweep.source is not None and sweep.source not in models:
+            raise KeyError(
+                f"sweep {sweep.name!r}: source model {sweep.source!r} not in {sorted(models)}"
+            )
     dist_utils.check_same_weights(models)  # one model per report: every rank the same
     wrapped = {n: _as_model(m, data) for n, m in models.items()}
     placement = _one_placement(wrapped)
-    points = [("clean", None, 0.0)] + [
+    points: list[tuple[str, Sweep | None, float]] = [("clean", None, 0.0)] + [
         (s.name, s, float(v)) for s in perturbations for v in s.strengths
     ]
     correct = {(n, p, v): 0 for n in wrapped for p, _, v in points}
@@ -172,7 +167,8 @@ def robustness_sweep(
     shard = data
     if dist_utils.is_distributed():
         # Each rank evaluates every world_size-th item (no padding); counts are summed below.
-        shard = torch.utils.data.Subset(data, dist_utils.shard_indices(len(data)))
+        indices = dist_utils.shard_indices(len(cast(Sized, data)))
+        shard = torch.utils.data.Subset(data, indices)
     loader = make_loader(shard, batch_size, workers=workers)
     sample = None  # the items the sanity probes run on
     scored: dict[tuple[str, str], torch.Tensor] = {}
@@ -185,10 +181,9 @@ def robustness_sweep(
             if index < done:
                 continue  # counted before the interruption
             batch = to_model(batch, placement)
-            labels = torch.as_tensor(batch["label"])
+            labels = labels_of(batch)
             for model in wrapped.values():
-                if hasattr(model, "check_labels"):
-                    model.check_labels(labels)  # before any work is spent on the batch
+                model.check_labels(labels)  # before any work is spent on the batch
             labels = labels.long()
             keep = None
             if sanity and sample is None:
@@ -196,8 +191,8 @@ def robustness_sweep(
             total += len(labels)
             memo.store.clear()
             _clean_batch(wrapped, batch, labels, memo, correct, perturbations)
-            for s in perturbations:
-                _sweep_batch(s, wrapped, batch, labels, memo, correct, scored, keep)
+            for sweep in perturbations:
+                _sweep_batch(sweep, wrapped, batch, labels, memo, correct, scored, keep)
             _count_deferred(wrapped, batch, labels, memo, correct)
             progress_file.save(index + 1, correct, total)
         if sanity:

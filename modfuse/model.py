@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 import warnings
 from collections.abc import Mapping
@@ -12,6 +11,11 @@ import torch
 from torch import nn
 
 from modfuse._registry import ENCODERS, FUSIONS
+from modfuse.feature_head import FeatureHead
+from modfuse.model_files import read_model, write_model
+from modfuse.model_parts import emits_logits, encoder_spec, out_dim, plain
+from modfuse.protocols import Fusion, ShapedEncoder
+from modfuse.validation import check_finite, check_labels, check_shapes, checks_on
 from modfuse.views import ContextViews
 
 MissingPolicy = Literal["error", "zeros", "learned"]
@@ -89,20 +93,20 @@ class FusionModel(nn.Module):
         self.validate = validate
         self.views = views
         self.encoders = nn.ModuleDict()
+        self.input_shapes: dict[str, tuple[int | None, ...] | None] = {}
+        self.feature_dims: dict[str, int] = {}
         for m in self.modalities:
             enc = ENCODERS.create(encoders[m])
-            if not isinstance(enc, nn.Module) or not isinstance(getattr(enc, "out_dim", None), int):
-                raise TypeError(
-                    f"encoder for {m!r} must be an nn.Module with an int out_dim, got {enc!r}"
-                )
+            self.feature_dims[m] = out_dim(m, enc)
             self.encoders[m] = enc
-        self.feature_dims = {m: int(self.encoders[m].out_dim) for m in self.modalities}
+            # Declaring input_shape is optional: without it the model checks no shape.
+            self.input_shapes[m] = enc.input_shape if isinstance(enc, ShapedEncoder) else None
 
         if isinstance(fusion, nn.Module):
             self.fusion = fusion
         else:
             found = FUSIONS.resolve(fusion)
-            emits = getattr(found.factory, "emits_logits", False) and fusion_dim is None
+            emits = emits_logits(found.factory) and fusion_dim is None
             width = num_classes if emits else (fusion_dim or DEFAULT_FUSION_DIM)
             used = {"in_dims": self.feature_dims, "out_dim": width}
             # The model owns these two; a user's value in the spec would be dropped unseen.
@@ -115,9 +119,13 @@ class FusionModel(nn.Module):
                         stacklevel=2,
                     )
             self.fusion = found.build(**used)
-        width = int(getattr(self.fusion, "out_dim", num_classes))
-        emits = fusion_dim is None and getattr(self.fusion, "emits_logits", False)
-        if emits and width == num_classes:
+        if not isinstance(self.fusion, Fusion):
+            raise TypeError(
+                "the fusion must be an nn.Module with in_dims, out_dim, emits_logits and "
+                f"branch(name) (modfuse.fusion.Fusion has them), got {type(self.fusion).__name__}"
+            )
+        width = int(self.fusion.out_dim)
+        if fusion_dim is None and self.fusion.emits_logits and width == num_classes:
             self.head: nn.Module = nn.Identity()
         else:
             self.head = nn.Sequential(nn.ReLU(), nn.Linear(width, num_classes))
@@ -133,8 +141,8 @@ class FusionModel(nn.Module):
 
         # What save() writes to config.json; None where a component was passed as a module.
         self.spec: dict[str, Any] = {
-            "encoders": {m: _encoder_spec(encoders[m], self.encoders[m]) for m in self.modalities},
-            "fusion": _plain(fusion),
+            "encoders": {m: encoder_spec(encoders[m], self.encoders[m]) for m in self.modalities},
+            "fusion": plain(fusion),
             "num_classes": num_classes,
             "views": views.config() if views is not None else None,
             "fusion_dim": fusion_dim,
@@ -145,42 +153,56 @@ class FusionModel(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     def input_keys(self) -> list[str]:
-        """The keys ``forward`` accepts: the modalities, plus ``image`` / ``mask`` with views."""
-        return self.modalities + (["image", "mask"] if self.views is not None else [])
+        """The keys ``forward`` accepts: the modalities, plus the views' raw keys (``image``,
+        ``mask``) with views."""
+        return self.modalities + (list(self.views.input_keys) if self.views is not None else [])
 
     def select(self, batch: Mapping[str, Any], raw: bool | None = None) -> dict[str, torch.Tensor]:
         """The model's input keys out of a dataset batch (which also holds labels, ids...).
 
         Args:
             batch: A dataset batch.
-            raw: With views: True takes ``image`` and ``mask`` (the raw-image path), False the
-                view keys (``fg``, ``bg``); None takes the raw path when the batch has it.
+            raw: With views: True takes the raw keys (``image`` and ``mask``), False the view
+                keys (``fg``, ``bg``); None takes the raw path when the batch has it.
         """
-        has_raw = "image" in batch and "mask" in batch
-        if raw and (self.views is None or not has_raw):
-            raise KeyError("raw inputs need a model with views and a batch with 'image' and 'mask'")
+        raw_keys = list(self.views.input_keys) if self.views is not None else []
+        has_raw = bool(raw_keys) and all(k in batch for k in raw_keys)
+        if raw and not has_raw:
+            want = raw_keys or ["image", "mask"]
+            raise KeyError(f"raw inputs need a model with views and a batch with {want}")
         if self.views is not None and has_raw and raw is not False:
-            keys = ["image", "mask"] + [m for m in self.modalities if m not in ("fg", "bg")]
+            made = self.views.output_keys
+            keys = raw_keys + [m for m in self.modalities if m not in made]
         else:
             keys = self.modalities
         return {k: batch[k] for k in keys if k in batch}
 
-    def prepare(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Apply the views (if any) and check the modality tensors; returns modality -> tensor."""
+    def prepare(
+        self, inputs: Mapping[str, torch.Tensor], validate: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Apply the views (if any) and check the modality tensors; returns modality -> tensor.
+
+        Args:
+            inputs: Modality tensors, or the views' raw keys.
+            validate: Check the inputs; None: the model's ``validate`` setting. Checks are off
+                inside :func:`modfuse.validation.unchecked` either way.
+        """
         if not isinstance(inputs, Mapping):
             raise TypeError(
                 f"inputs must be a dict of modality tensors, got {type(inputs).__name__}"
             )
+        check = checks_on(self.validate if validate is None else validate)
         inputs = dict(inputs)
-        if self.views is not None and ("image" in inputs or "mask" in inputs):
-            if "image" not in inputs or "mask" not in inputs:
-                raise KeyError("views need both 'image' and 'mask' in the inputs")
-            clash = [k for k in ("fg", "bg") if k in inputs]
+        if self.views is not None and any(k in inputs for k in self.views.input_keys):
+            raw_keys, made = self.views.input_keys, self.views.output_keys
+            if not all(k in inputs for k in raw_keys):
+                raise KeyError(f"views need both {raw_keys[0]!r} and {raw_keys[1]!r} in the inputs")
+            clash = [k for k in made if k in inputs]
             if clash:
                 raise KeyError(f"inputs hold both a raw image and the view {clash[0]!r}; pass one")
-            image, mask = inputs.pop("image"), inputs.pop("mask")
-            if self.validate:
-                _check_finite("image", image)
+            image, mask = (inputs.pop(k) for k in raw_keys)
+            if check:
+                check_finite(raw_keys[0], image)
             views = self.views(image, mask)
             # A model may use one view only (a foreground-only model with the same front end).
             inputs.update({k: v for k, v in views.items() if k in self.modalities})
@@ -190,51 +212,21 @@ class FusionModel(nn.Module):
                 f"unknown input {unknown[0]!r}; the model expects {self.input_keys()} "
                 "(use model.select(batch) to drop labels and ids)"
             )
-        if self.validate:
-            self._check_shapes(inputs)
+        if check:
+            check_shapes(inputs, self.input_shapes)
         return inputs
-
-    def _check_shapes(self, inputs: Mapping[str, torch.Tensor]) -> None:
-        batch: tuple[str, int] | None = None
-        for m, x in inputs.items():
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"modality {m!r} must be a Tensor, got {type(x).__name__}")
-            shape = getattr(self.encoders[m], "input_shape", None)
-            if shape is not None:
-                ok = x.dim() == len(shape) + 1 and all(
-                    s is None or s == d for s, d in zip(shape, x.shape[1:])
-                )
-                if not ok:
-                    want = ", ".join(
-                        "B" if i == 0 else str(s or "*") for i, s in enumerate((0, *shape))
-                    )
-                    raise ValueError(
-                        f"modality {m!r} must have shape ({want}), got {tuple(x.shape)}"
-                    )
-            if batch is not None and x.shape[0] != batch[1]:
-                raise ValueError(
-                    f"batch sizes differ: {m!r} has {x.shape[0]}, {batch[0]!r} has {batch[1]}"
-                )
-            batch = (m, x.shape[0])
-            if x.is_floating_point():
-                _check_finite(m, x)
 
     def check_labels(self, labels: torch.Tensor) -> None:
         """Raise unless ``labels`` are int64-like class indices in ``[0, num_classes)``."""
-        if not torch.is_tensor(labels) or labels.is_floating_point() or labels.dim() != 1:
-            shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__
-            dtype = labels.dtype if torch.is_tensor(labels) else ""
-            raise ValueError(f"labels must be a 1-D integer tensor, got {dtype} {shape}")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise ValueError(
-                f"labels must lie in [0, {self.num_classes}) for this model, got "
-                f"[{int(labels.min())}, {int(labels.max())}]"
-            )
+        check_labels(labels, self.num_classes)
 
     # ------------------------------------------------------------------ forward
-    def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Features of each modality present in ``inputs``: ``{name: (B, D_m)}``."""
-        prepared = self.prepare(inputs)
+    def encode(
+        self, inputs: Mapping[str, torch.Tensor], validate: bool | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Features of each modality present in ``inputs``: ``{name: (B, D_m)}``; ``validate``:
+        see :meth:`prepare`."""
+        prepared = self.prepare(inputs, validate)
         return {m: self.encoders[m](x) for m, x in prepared.items()}
 
     def complete(self, features: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -274,16 +266,12 @@ class FusionModel(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``model.safetensors`` and ``config.json`` to ``directory`` (atomically)."""
-        from modfuse.checkpoint import save_model
-
-        save_model(self, directory)
+        write_model(directory, self.state_dict(), self.spec)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> FusionModel:
         """Rebuild a model saved with ``save``; its outputs are bit-identical."""
-        from modfuse.checkpoint import load_model
-
-        return load_model(directory)
+        return read_model(directory, cls.from_spec)
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> FusionModel:
@@ -293,64 +281,12 @@ class FusionModel(nn.Module):
         return cls(views=ContextViews(**views) if views else None, **spec)
 
 
-def _plain(spec: Any) -> Any:
-    """A JSON-able copy of a component spec, or None for a module passed in directly."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, Mapping):
-        return copy.deepcopy(dict(spec))
-    return None
-
-
-def _encoder_spec(spec: Any, encoder: nn.Module) -> Any:
-    """The encoder's spec for config.json, with the pixel normalization it resolved (so a saved
-    model keeps the statistics it was built with, whatever timm's defaults become)."""
-    plain = _plain(spec)
-    norm = getattr(encoder, "normalization", None)
-    if plain is None or norm is None:
-        return plain
-    return {**({"name": plain} if isinstance(plain, str) else plain), **norm}
-
-
-def _check_finite(name: str, x: torch.Tensor) -> None:
-    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        bad = int((~torch.isfinite(x)).sum())
-        raise ValueError(f"modality {name!r} holds {bad} NaN or inf values; inputs must be finite")
-
-
-class HeadView(nn.Module):
-    """A FusionModel seen from its features: inputs are ``{modality: (B, D_m)}`` features.
-
-    Lets attacks, corruptions and regularizers work in feature space (on cached features):
-    ``HeadView(model)(features) == model.fuse(features)``.
-
-    Examples:
-        >>> model = FusionModel({"a": {"name": "mlp", "in_dim": 3}}, num_classes=2)
-        >>> head = HeadView(model)
-        >>> feats = {"a": torch.rand(4, 128)}
-        >>> torch.equal(head(feats), model.fuse(feats)), head.input_keys()
-        (True, ['a'])
-    """
-
-    def __init__(self, model: FusionModel) -> None:
-        super().__init__()
-        self.model = model
-        self.modalities = model.modalities
-
-    def input_keys(self) -> list[str]:
-        return list(self.modalities)
-
-    def select(self, batch: Mapping[str, Any], raw: bool | None = None) -> dict[str, torch.Tensor]:
-        return {m: batch[m] for m in self.modalities if m in batch}
-
-    def encode(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return dict(inputs)
-
-    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.fuse(features)
-
-    def check_labels(self, labels: torch.Tensor) -> None:
-        self.model.check_labels(labels)
-
-    def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        return self.model.fuse(features)
+def __getattr__(name: str) -> Any:
+    if name == "HeadView":  # renamed: it is the model's head, taking features
+        warnings.warn(
+            "modfuse.model.HeadView is deprecated; use modfuse.feature_head.FeatureHead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return FeatureHead
+    raise AttributeError(f"module 'modfuse.model' has no attribute {name!r}")

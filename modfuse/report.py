@@ -17,7 +17,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modfuse.checkpoint import atomic_write_bytes, atomic_write_json
 from modfuse.report_plots import plot_feature_shift, plot_sweeps, plot_training_curves
 from modfuse.report_tables import (
     COLUMNS,
@@ -27,9 +26,11 @@ from modfuse.report_tables import (
     seed_means,
     with_seed_means,
 )
-from modfuse.sanity import RENAMED
+from modfuse.sanity_flags import RENAMED
 from modfuse.sanity_rows import check_statuses, row_checks
+from modfuse.sweep_result import SweepResult
 from modfuse.sweep_sanity import PROBES
+from modfuse.tensor_files import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "COLUMNS",
@@ -48,7 +49,7 @@ def environment() -> dict[str, Any]:
 
     import modfuse
 
-    versions = {
+    versions: dict[str, str | None] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "modfuse": modfuse.__version__,
@@ -73,7 +74,9 @@ def environment() -> dict[str, Any]:
     return {"versions": versions, "git_revision": git, "argv": sys.argv}
 
 
-def _section(title: str, intro: str, columns: list[str], rows: list[list[str]]) -> list[str]:
+def _section(
+    title: str, intro: str, columns: list[str], rows: Sequence[Sequence[object]]
+) -> list[str]:
     """A Markdown section: heading, a sentence, and a table."""
     lines = [
         f"## {title}",
@@ -104,15 +107,15 @@ def sanity_summary(
         >>> flags, sorted({c["status"] for c in checks})
         ([], ['not run'])
     """
-    flags = [{**f, "check": RENAMED.get(f["check"], f["check"])} for f in flags or []]
+    shown = [{**f, "check": RENAMED.get(f["check"], f["check"])} for f in flags or []]
     if checks is not None:
-        return flags, [dict(c) for c in checks]
+        return shown, [dict(c) for c in checks]
     found, coverage = row_checks(rows)
-    seen = {(f["check"], f["model"], f["detail"]) for f in flags}
-    flags += [f.as_dict() for f in found if (f.check, f.model, f.detail) not in seen]
+    seen = {(f["check"], f["model"], f["detail"]) for f in shown}
+    shown += [f.as_dict() for f in found if (f.check, f.model, f.detail) not in seen]
     for probe in PROBES:
         coverage[probe] = (False, "the report was built from rows only")
-    return flags, check_statuses(flags, coverage)
+    return shown, check_statuses(shown, coverage)
 
 
 def _sanity_section(flags: list[dict[str, str]], checks: list[dict[str, str]]) -> list[str]:
@@ -220,8 +223,8 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     flags, checks = sanity_summary(
         rows,
-        flags if flags is not None else getattr(rows, "flags", None),
-        checks if checks is not None else getattr(rows, "checks", None),
+        flags if flags is not None or not isinstance(rows, SweepResult) else rows.flags,
+        checks if checks is not None or not isinstance(rows, SweepResult) else rows.checks,
     )
     rows = with_seed_means(rows)
     atomic_write_bytes(out / "results.csv", csv_text(rows).encode())

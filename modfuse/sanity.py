@@ -9,89 +9,25 @@ names. This module probes models; :mod:`modfuse.sanity_rows` reads a sweep's row
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from modfuse.devices import model_device, to_model
 from modfuse.modes import eval_mode
+from modfuse.sanity_flags import (  # noqa: F401 (re-exported: the checks' public home)
+    CHECKS,
+    RENAMED,
+    ROW_CHECKS,
+    Flag,
+    attack_meta,
+    noise_margin,
+)
+from modfuse.sanity_rows import check_rows, check_statuses, row_checks  # noqa: F401
 
-#: What each check means and what to do about it.
-CHECKS: dict[str, tuple[str, str]] = {
-    "accuracy_rises_with_strength": (
-        "accuracy went up as the perturbation grew, beyond sampling noise",
-        "look for gradient masking or a perturbation that helps the model; use more samples",
-    ),
-    "iterative_weaker_than_single_step": (
-        "an iterative attack (PGD, APGD, Square...) left more accuracy than a single-step "
-        "gradient attack (FGSM) of the same norm at the same eps",
-        "raise the iterative attack's steps or step size, use random restarts, check the loss "
-        "the attack climbs",
-    ),
-    "vanishing_gradient": (
-        "the loss has (almost) no gradient with respect to a targeted input",
-        "a non-differentiable step (rounding, argmax, a frozen hard threshold) hides the "
-        "gradient: attack a differentiable surrogate (BPDA) or use a gradient-free attack",
-    ),
-    "stochastic_model": (
-        "two identical calls of the model in eval mode gave different outputs",
-        "randomness (dropout left on, random transforms) makes gradients noisy: average "
-        "gradients over draws (EOT) or evaluate the model deterministically",
-    ),
-    "noise_stronger_than_attack": (
-        "random noise of the same size and norm cost more accuracy than the gradient attack",
-        "the attack is not working on this model (gradient masking or a bug): do not read its "
-        "accuracy as robustness",
-    ),
-}
-#: Checks read from a sweep's rows; the others probe the models.
-ROW_CHECKS = ("accuracy_rises_with_strength", "iterative_weaker_than_single_step")
-#: Old names of checks, still read from results.json files written before the rename.
-RENAMED = {"pgd_weaker_than_fgsm": "iterative_weaker_than_single_step"}
-
-
-@dataclass
-class Flag:
-    """One failed sanity check."""
-
-    check: str
-    model: str
-    detail: str
-    meaning: str = ""
-    action: str = ""
-
-    def __post_init__(self) -> None:
-        self.check = RENAMED.get(self.check, self.check)
-        if self.check not in CHECKS:
-            raise ValueError(f"unknown sanity check {self.check!r}; expected one of {list(CHECKS)}")
-        self.meaning, self.action = CHECKS[self.check]
-
-    def as_dict(self) -> dict[str, str]:
-        return asdict(self)
-
-
-def attack_meta(attack: Any) -> dict[str, Any]:
-    """The metadata a check or a report reads from an attack (defaults as in the base class).
-
-    Examples:
-        >>> from modfuse.attacks import FGSM, GaussianBlur
-        >>> attack_meta(FGSM())["norm"], attack_meta(GaussianBlur())["unit"]
-        ('linf', 'sigma')
-    """
-    return {
-        "norm": getattr(attack, "norm", "none"),
-        "unit": getattr(attack, "strength_unit", "none"),
-        "iterative": bool(getattr(attack, "iterative", False)),
-        "stronger_when": getattr(attack, "stronger_when", "higher"),
-    }
-
-
-def noise_margin(acc: float, n: int) -> float:
-    """Beyond sampling noise: two standard errors, and at least 2 points."""
-    return max(0.02, 2 * math.sqrt(max(acc * (1 - acc), 1e-4) / max(n, 1)))
+if TYPE_CHECKING:
+    from modfuse.attacks.base import Attack
 
 
 def stochastic_flags(name: str, first: torch.Tensor, second: torch.Tensor) -> list[Flag]:
@@ -138,7 +74,11 @@ def gradient_flags(
 
 
 def random_noise(
-    attack: Any, inputs: Mapping[str, Any], targets: Sequence[str], strength: float, seed: int = 0
+    attack: Attack,
+    inputs: Mapping[str, Any],
+    targets: Sequence[str],
+    strength: float,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """``inputs`` with a random perturbation of the attack's norm and size on ``targets``:
     random signs times ``strength`` for "linf", a random direction of L2 length ``strength``
@@ -154,7 +94,7 @@ def random_noise(
             f"random noise of an attack's size needs norm 'linf' or 'l2', got {norm!r}"
         )
     g = torch.Generator().manual_seed(seed)
-    region = getattr(attack, "region", None)
+    region = attack.region
     out = dict(inputs)
     for t in targets:
         x = inputs[t]
@@ -167,7 +107,7 @@ def random_noise(
         if norm == "l2":
             size = step.flatten(1).norm(dim=1).clamp_min(1e-12)
             step = step / size.view(-1, *[1] * (x.dim() - 1))
-        r = attack.range_of(t, x) if hasattr(attack, "range_of") else None
+        r = attack.range_of(t, x)
         y = x + strength * step
         out[t] = y if r is None else y.clamp(r[0], r[1])
     return out
@@ -236,7 +176,7 @@ def check_model(
                 flags += stochastic_flags(name, model(inputs), model(inputs))
         probed: set[tuple[str, ...]] = set()
         for attack, strength in attacks:
-            if not getattr(attack, "uses_gradients", False):
+            if not attack.uses_gradients:
                 continue
             targets = [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
             if not targets or strength <= 0:
@@ -261,12 +201,3 @@ def dedupe(flags: Sequence[Flag]) -> list[Flag]:
             seen.add(key)
             out.append(f)
     return out
-
-
-def __getattr__(name: str) -> Any:
-    # The row checks live in modfuse.sanity_rows (which imports this module): loaded lazily.
-    if name in ("check_rows", "check_statuses", "row_checks"):
-        from modfuse import sanity_rows
-
-        return getattr(sanity_rows, name)
-    raise AttributeError(f"module 'modfuse.sanity' has no attribute {name!r}")

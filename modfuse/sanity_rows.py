@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modfuse.sanity import CHECKS, RENAMED, Flag, noise_margin
+from modfuse.sanity_flags import CHECKS, RENAMED, Flag, noise_margin
 
 #: Row keys that are measurements or metadata; any other key names a group of rows.
 ROW_KEYS = frozenset(
@@ -30,7 +30,7 @@ Coverage = dict[str, tuple[bool, str]]
 
 
 def _meta(row: Mapping[str, Any]) -> dict[str, Any]:
-    legacy = _LEGACY.get(row.get("attack"), {})
+    legacy = _LEGACY.get(row.get("attack", ""), {})
     unit = row.get("unit", legacy.get("unit", "unknown"))
     return {
         "norm": row.get("norm", legacy.get("norm", "none")),
@@ -86,7 +86,13 @@ def _iterative(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Flag], tuple[boo
         meta = _meta(r)
         if r["perturbation"] == "clean" or meta["norm"] not in ("linf", "l2"):
             continue
-        key = (_group(r), r["model"], meta["norm"], r["targets"], r.get("source") or "")
+        key: tuple[Any, ...] = (
+            _group(r),
+            r["model"],
+            meta["norm"],
+            r["targets"],
+            r.get("source") or "",
+        )
         key += (round(float(r["strength"]), 8),)
         same.setdefault(key, {True: [], False: []})[meta["iterative"]].append(r)
     flags, pairs = [], 0

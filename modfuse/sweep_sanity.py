@@ -23,7 +23,7 @@ from modfuse.sanity import (
     random_noise,
     stochastic_flags,
 )
-from modfuse.sweep_work import _inputs_for, _tags, _targets_of
+from modfuse.sweep_work import SweptModel, _inputs_for, _tags, _targets_of
 
 Coverage = dict[str, tuple[bool, str]]
 PROBES = ("vanishing_gradient", "stochastic_model", "noise_stronger_than_attack")
@@ -52,7 +52,7 @@ def not_run(why: str) -> Coverage:
 
 
 def probe_models(
-    models: Mapping[str, torch.nn.Module],
+    models: Mapping[str, SweptModel],
     sweeps: Sequence[Any],
     sample: tuple[dict, torch.Tensor],
     scored: Mapping[tuple[str, str], torch.Tensor],

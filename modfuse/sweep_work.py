@@ -7,24 +7,44 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils.data import Dataset
 
 from modfuse.data.cache import FeatureDataset, module_hash
 from modfuse.devices import model_device, model_dtype
-from modfuse.model import HeadView
+from modfuse.feature_head import FeatureHead
+from modfuse.model import FusionModel
+from modfuse.protocols import MultimodalModel
 
 if TYPE_CHECKING:
     from modfuse.evaluate import Sweep
 
 
-def _as_model(model: torch.nn.Module, data: Dataset) -> torch.nn.Module:
-    return HeadView(model) if isinstance(data, FeatureDataset) else model
+#: What the sweep evaluates: a model, or its fusion and head on cached features. Any other
+#: class that implements the MultimodalModel protocol is evaluated as a FusionModel would be.
+SweptModel = FusionModel | FeatureHead
 
 
-def _one_placement(models: Mapping[str, torch.nn.Module]) -> torch.nn.Module:
+def _as_model(model: Any, data: Dataset) -> SweptModel:
+    """The model to evaluate: on cached features, its :class:`FeatureHead`.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`modfuse.protocols.MultimodalModel`.
+    """
+    if not isinstance(model, MultimodalModel):
+        raise TypeError(
+            "robustness_sweep evaluates multimodal models (FusionModel, or any model with "
+            "modalities, encoders, views, input_keys, select, encode, fuse and check_labels); "
+            f"got {type(model).__name__}"
+        )
+    if isinstance(data, FeatureDataset) and isinstance(model, FusionModel):
+        return FeatureHead(model)
+    return cast(SweptModel, model)
+
+
+def _one_placement(models: Mapping[str, SweptModel]) -> SweptModel:
     """The model whose device and dtype every batch of a joint evaluation goes to.
 
     Raises:
@@ -42,9 +62,9 @@ def _one_placement(models: Mapping[str, torch.nn.Module]) -> torch.nn.Module:
 class _FeatureMemo:
     """Features per (encoder weights, modality, input tag) within one batch."""
 
-    def __init__(self, models: Mapping[str, torch.nn.Module]) -> None:
+    def __init__(self, models: Mapping[str, SweptModel]) -> None:
         self.hashes = {
-            name: {m: module_hash(enc) for m, enc in getattr(model, "encoders", {}).items()}
+            name: {m: module_hash(enc) for m, enc in model.encoders.items()}
             for name, model in models.items()
         }
         self.store: dict[tuple, torch.Tensor] = {}
@@ -52,10 +72,10 @@ class _FeatureMemo:
         self.deferred: dict[str, str] = {}
 
     def logits(
-        self, name: str, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor], tags: dict
+        self, name: str, model: SweptModel, inputs: Mapping[str, torch.Tensor], tags: dict
     ) -> torch.Tensor:
         """Logits of ``model``; a modality whose tag is not None may reuse stored features."""
-        if isinstance(model, HeadView):
+        if isinstance(model, FeatureHead):
             return model(inputs)
         prepared = model.prepare(inputs)
         feats = {}
@@ -89,22 +109,21 @@ class _FeatureMemo:
         return {"fixed": fixed} if fixed else {}
 
 
-def _gives_clean(sweep: Sweep, model: torch.nn.Module) -> bool:
+def _gives_clean(sweep: Sweep, model: SweptModel) -> bool:
     """Whether ``sweep``'s white-box attack on ``model`` passes through the clean input with
     gradients anyway (FGSM), so its logits there are the clean logits."""
     attack = sweep.attack
     return (
         sweep.source is None
         and attack.depends_on_model
-        and not isinstance(model, HeadView)
-        and bool(getattr(model, "encoders", None))
+        and bool(model.encoders)  # not a FeatureHead: its inputs are already features
         and _targets_of(model, attack)
         and "clean_out" in inspect.signature(attack.sweep).parameters
     )
 
 
 def _clean_batch(
-    models: Mapping[str, torch.nn.Module],
+    models: Mapping[str, SweptModel],
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
@@ -119,7 +138,7 @@ def _clean_batch(
         lead = next((s for s in sweeps if _gives_clean(s, model)), None)
         with torch.no_grad():
             inputs = _inputs_for(model, batch, None)
-            if lead is None:
+            if lead is None or not isinstance(model, FusionModel):
                 logits = memo.logits(n, model, inputs, _tags(model, None, None))
                 correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
                 continue
@@ -131,7 +150,7 @@ def _clean_batch(
 
 
 def _encode_missing(
-    memo: _FeatureMemo, name: str, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]
+    memo: _FeatureMemo, name: str, model: FusionModel, inputs: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Clean features of ``inputs``' modalities, taken from the memo where it has them."""
     out = {}
@@ -141,31 +160,31 @@ def _encode_missing(
     return out
 
 
-def _targets_of(model: torch.nn.Module, attack: Any) -> bool:
-    keys = model.input_keys() if hasattr(model, "input_keys") else []
+def _targets_of(model: SweptModel, attack: Any) -> bool:
+    keys = model.input_keys()
     return all(t in keys for t in attack.targets)
 
 
-def _tags(model: torch.nn.Module, attack: Any, point: str | None) -> dict[str, Any]:
+def _tags(model: SweptModel, attack: Any, point: str | None) -> dict[str, Any]:
     """Which modalities' features can be shared: untouched ones ('clean') and those perturbed
     the same way for every model (``point``); None where they must be computed afresh."""
-    mods = getattr(model, "modalities", [])
+    mods = model.modalities
     if attack is None or not _targets_of(model, attack):
         return {m: "clean" for m in mods}
-    raw = "image" in attack.targets or "mask" in attack.targets
-    hit = set(mods) if raw else set(attack.targets)
+    hit = set(mods) if _raw_targets(model, attack) else set(attack.targets)
     return {m: (point if m in hit else "clean") for m in mods}
 
 
-def _has_views(model: torch.nn.Module) -> bool:
-    return getattr(model, "views", None) is not None
+def _raw_targets(model: SweptModel, attack: Any) -> bool:
+    """Whether ``attack`` moves the raw keys in front of ``model``'s views (so every view)."""
+    return model.views is not None and bool(set(model.views.input_keys) & set(attack.targets))
 
 
-def _inputs_for(model: torch.nn.Module, batch: Mapping[str, Any], attack: Any) -> dict:
-    raw = attack is not None and _targets_of(model, attack) and "image" in attack.targets
-    if _has_views(model):
-        return model.select(batch, raw=raw)
-    return model.select(batch)
+def _inputs_for(model: SweptModel, batch: Mapping[str, Any], attack: Any) -> dict:
+    if model.views is None:
+        return model.select(batch)
+    raw = attack is not None and _targets_of(model, attack) and _raw_targets(model, attack)
+    return model.select(batch, raw=raw)
 
 
 def _merge(inputs: Mapping[str, Any], adv: Mapping[str, Any], targets: Sequence[str]) -> dict:
@@ -177,7 +196,7 @@ def _merge(inputs: Mapping[str, Any], adv: Mapping[str, Any], targets: Sequence[
 
 def _count_clean(
     name: str,
-    model: torch.nn.Module,
+    model: SweptModel,
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
@@ -197,7 +216,7 @@ def _count_clean(
 
 
 def _count_deferred(
-    models: Mapping[str, torch.nn.Module],
+    models: Mapping[str, SweptModel],
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
@@ -211,7 +230,7 @@ def _count_deferred(
 
 def _sweep_batch(
     sweep: Sweep,
-    models: Mapping[str, torch.nn.Module],
+    models: Mapping[str, SweptModel],
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,

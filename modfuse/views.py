@@ -55,6 +55,10 @@ class ContextViews(nn.Module):
         (torch.Size([2, 3, 32, 32]), torch.Size([2, 3, 32, 32]))
     """
 
+    #: The keys the views read (a raw image and its object mask) and the keys they make.
+    input_keys: tuple[str, str] = ("image", "mask")
+    output_keys: tuple[str, str] = ("fg", "bg")
+
     def __init__(
         self,
         size: int | None = None,

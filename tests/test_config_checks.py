@@ -226,3 +226,29 @@ def test_wrong_shape_tensor_is_a_value_error_naming_both_shapes(saved):
     save_file(state, str(saved / "model.safetensors"))
     with pytest.raises(ValueError, match=r"1 tensors missing from the file .*fusion.bias"):
         FusionModel.load(saved)
+
+
+def _experiment(**train: object) -> dict:
+    return {
+        "model": {
+            "encoders": {"fg": "small_cnn", "bg": "small_cnn"},
+            "num_classes": 3,
+            "missing": train.pop("missing", "error"),
+            "unimodal_heads": train.pop("unimodal_heads", False),
+        },
+        "train": train,
+    }
+
+
+def test_learned_placeholders_need_modality_dropout_in_the_config():
+    with pytest.raises(ValidationError, match="'learned' placeholders are trained only when"):
+        ExperimentConfig.model_validate(_experiment(missing="learned"))
+    ok = ExperimentConfig.model_validate(_experiment(missing="learned", modality_dropout=0.2))
+    assert ok.model.missing == "learned"
+
+
+def test_unimodal_weight_needs_unimodal_heads_and_reaches_the_config():
+    with pytest.raises(ValidationError, match="unimodal_weight: 0.5 needs model.unimodal_heads"):
+        ExperimentConfig.model_validate(_experiment(unimodal_weight=0.5))
+    cfg = ExperimentConfig.model_validate(_experiment(unimodal_weight=0.5, unimodal_heads=True))
+    assert cfg.train.unimodal_weight == 0.5

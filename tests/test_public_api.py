@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import modfuse
-from modfuse import _registry, model
+from modfuse import _registry, feature_head, model
 
 ROOT = Path(__file__).parents[1]
 USER_NAMES = {
@@ -31,7 +31,7 @@ MOVED = {
     "FUSIONS": (_registry.FUSIONS, "from modfuse._registry import FUSIONS"),
     "REGULARIZERS": (_registry.REGULARIZERS, "from modfuse._registry import REGULARIZERS"),
     "Registry": (_registry.Registry, "from modfuse._registry import Registry"),
-    "HeadView": (model.HeadView, "from modfuse.model import HeadView"),
+    "HeadView": (feature_head.FeatureHead, "from modfuse.feature_head import FeatureHead"),
     "list_encoders": (_registry.ENCODERS.names, "modfuse._registry.ENCODERS.names()"),
     "list_fusions": (_registry.FUSIONS.names, "modfuse._registry.FUSIONS.names()"),
     "list_attacks": (_registry.ATTACKS.names, "modfuse._registry.ATTACKS.names()"),
@@ -94,3 +94,9 @@ def test_import_modfuse_leaves_train_and_evaluate_unimported():
         [sys.executable, "-c", code % (heavy,)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_old_head_view_name_warns_and_is_the_feature_head():
+    with pytest.warns(DeprecationWarning, match="use modfuse.feature_head.FeatureHead"):
+        old = model.HeadView
+    assert old is feature_head.FeatureHead

@@ -81,6 +81,8 @@ class SingleInput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mask is not None:
+            if self.clean is None:
+                raise ValueError("SingleInput with a mask needs the clean input to fill outside it")
             x = torch.where(self.mask, x, self.clean)
         return self.model({**self.others, self.key: x})
 
@@ -187,9 +189,10 @@ class TorchAttacksAdapter(Attack):
             raise ImportError(
                 "TorchAttacksAdapter needs torchattacks: pip install torchattacks"
             ) from err
-        if not hasattr(torchattacks, self.attack):
+        found = vars(torchattacks).get(self.attack)
+        if found is None:
             raise KeyError(f"torchattacks has no attack {self.attack!r}")
-        return getattr(torchattacks, self.attack)
+        return found
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         key = self.targets[0]

@@ -35,6 +35,7 @@ from modfuse.attacks.keys import perturbation_key
 from modfuse.attacks.region import check_region_name, region_masks
 from modfuse.devices import model_device, to_model
 from modfuse.modes import eval_mode, preserved_modes
+from modfuse.validation import unchecked
 
 __all__ = [
     "NORMS",
@@ -210,22 +211,15 @@ class Attack:
             labels = labels.to(model_device(model))
         check_call(self, model, inputs, labels)
         masks = region_masks(self.region, self.targets, inputs)
-        validate = getattr(model, "validate", None)
         # Every submodule's mode comes back as it was (a frozen encoder the user put in eval
         # mode inside a training model stays in eval mode), exceptions included.
         modes = eval_mode(model) if self.model_mode == "eval" else preserved_modes(model)
-        with modes:
-            try:
-                ctx = AttackContext(self, model, inputs, labels, self.generator(), masks, fixed)
-                x = {k: inputs[k].detach().clone() for k in self.targets}
-                if validate:
-                    # The inputs were checked above (and by the model, once, in the context):
-                    # skip the model's per-call checks inside the attack's loop.
-                    model.validate = False
-                result = work(ctx, x)
-            finally:
-                if validate is not None:
-                    model.validate = validate
+        # The inputs were checked above, once: the model's per-call checks are skipped inside
+        # the attack's loop (for this call only; the caller's model is not changed).
+        with modes, unchecked():
+            ctx = AttackContext(self, model, inputs, labels, self.generator(), masks, fixed)
+            x = {k: inputs[k].detach().clone() for k in self.targets}
+            result = work(ctx, x)
         # Work done by the last call, for tests and benchmarks that count model passes.
         self.last_counts = {"forward": ctx.forward_count, "backward": ctx.backward_count}
         return result

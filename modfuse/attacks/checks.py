@@ -17,6 +17,8 @@ import torch
 from torch import nn
 
 from modfuse.attacks.context import RANGE_TOLERANCE
+from modfuse.protocols import MultimodalModel
+from modfuse.validation import check_finite as check_finite_tensor
 
 if TYPE_CHECKING:
     from modfuse.attacks.base import Attack
@@ -111,7 +113,8 @@ def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> No
     """
     if not isinstance(inputs, Mapping):
         raise TypeError(f"inputs must be a dict of tensors, got {type(inputs).__name__}")
-    accepted = model.input_keys() if hasattr(model, "input_keys") else list(inputs)
+    multimodal = model if isinstance(model, MultimodalModel) else None
+    accepted = multimodal.input_keys() if multimodal is not None else list(inputs)
     for k in attack.targets:
         if k not in accepted:
             raise KeyError(
@@ -120,8 +123,8 @@ def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> No
         if k not in inputs:
             raise KeyError(f"target {k!r} missing from the inputs; got {sorted(inputs)}")
     for k, v in inputs.items():
-        if torch.is_tensor(v) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
-            raise ValueError(f"input {k!r} holds NaN or inf values")
+        if torch.is_tensor(v):
+            check_finite_tensor(k, v, what="input")
     for k in attack.targets:
         x = inputs[k]
         if attack.input_kind == "any":
@@ -140,8 +143,8 @@ def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> No
                     f"target {k!r} has values in [{lo:.4g}, {hi:.4g}], outside its declared "
                     f"range {r}; scale the input or pass ranges={{{k!r}: (low, high)}}"
                 )
-    if hasattr(model, "check_labels"):
-        model.check_labels(labels)
+    if multimodal is not None:
+        multimodal.check_labels(labels)
     batch = inputs[attack.targets[0]].shape[0]
     if not torch.is_tensor(labels) or labels.shape != (batch,):
         shape = tuple(labels.shape) if torch.is_tensor(labels) else type(labels).__name__

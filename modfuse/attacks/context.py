@@ -8,18 +8,30 @@ confining a perturbation to a region happen, so every attack that projects throu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modfuse.protocols import MultimodalModel
+
 if TYPE_CHECKING:
     from modfuse.attacks.base import Attack
 
 Range = tuple[float, float] | None
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class LossFn(Protocol):
+    """An attack's loss: ``(logits (B, C), labels (B,), reduction) -> loss`` (a scalar for
+    ``"mean"``, ``(B,)`` for ``"none"``), as ``torch.nn.functional.cross_entropy``."""
+
+    def __call__(
+        self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+    ) -> torch.Tensor: ...
+
+
 #: Tolerance for "inside the declared range" (JPEG decoding and resizing round a little).
 RANGE_TOLERANCE = 1e-5
 
@@ -80,18 +92,19 @@ class AttackContext:
         # would otherwise run that clean forward pass again.
         self.clean_out: dict | None = None
         rest = {k: v for k, v in inputs.items() if k not in self.targets}
-        modalities = set(getattr(model, "modalities", []))
-        # Whether the untouched modalities' features can be computed once (None: the whole
+        # Whether the untouched modalities' features can be computed once (else the whole
         # model runs on every call); they are encoded on the first forward pass, so an attack
         # that never calls the model (blur, noise) costs no encoder pass.
-        self.split = (
-            hasattr(model, "encode")
+        self.split: MultimodalModel | None = None
+        if (
+            isinstance(model, MultimodalModel)
             and not model.training
-            and set(self.targets) <= modalities
-            and set(rest) <= modalities
-        )
+            and set(self.targets) <= set(model.modalities)
+            and set(rest) <= set(model.modalities)
+        ):
+            self.split = model
         self._fixed: dict[str, torch.Tensor] | None = None
-        if self.split and fixed is not None and set(rest) <= set(fixed):
+        if self.split is not None and fixed is not None and set(rest) <= set(fixed):
             # The caller already has these features (a sweep's clean pass of this batch).
             self._fixed = {k: fixed[k] for k in rest}
         self.rest = rest
@@ -100,19 +113,21 @@ class AttackContext:
     def fixed(self) -> dict[str, torch.Tensor] | None:
         """Features ``{modality: (B, D)}`` of the untouched modalities, or None where the
         whole model must run on every call (training mode, raw-image targets)."""
-        if self.split and self._fixed is None:
+        if self.split is None:
+            return None
+        if self._fixed is None:
             with torch.no_grad():
-                self._fixed = self.model.encode(self.rest) if self.rest else {}
-        return self._fixed if self.split else None
+                self._fixed = self.split.encode(self.rest) if self.rest else {}
+        return self._fixed
 
     def logits(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The model's logits with the target tensors replaced by ``x``."""
         self.forward_count += 1
         feats: dict[str, torch.Tensor] = {}
         fixed = self.fixed
-        if fixed is not None:
-            feats = self.model.encode(x)  # {modality: (B, D_m)}
-            out = self.model.fuse({**fixed, **feats})
+        if self.split is not None and fixed is not None:
+            feats = self.split.encode(x)  # {modality: (B, D_m)}
+            out = self.split.fuse({**fixed, **feats})
         else:
             out = self.model({**self.rest, **x})
         if self.clean_out is not None:

@@ -40,13 +40,13 @@ def _build(spec: Any, targets: Sequence[str] | None, region: str | None) -> Atta
     return attack
 
 
-def _agreed(members: Sequence[Attack], what: str) -> Any:
-    """The value of attribute ``what`` that every member has; ValueError if they differ."""
-    values = {getattr(m, what) for m in members}
-    if len(values) != 1:
-        named = ", ".join(f"{type(m).__name__}: {getattr(m, what)!r}" for m in members)
+def _agreed(what: str, values: Sequence[tuple[Attack, Any]]) -> Any:
+    """The value of ``what`` that every member has (``(member, value)`` pairs); ValueError
+    if they differ."""
+    if len({v for _, v in values}) != 1:
+        named = ", ".join(f"{type(m).__name__}: {v!r}" for m, v in values)
         raise ValueError(f"ensemble members must share one {what}; got {named}")
-    return values.pop()
+    return values[0][1]
 
 
 @register_attack("worst_case")
@@ -108,8 +108,9 @@ class Ensemble(Attack):
             raise ValueError(f"an ensemble needs a list of member attacks, got {members!r}")
         built = [_build(m, targets, region) for m in members]
         targets = tuple(targets) if targets is not None else built[0].targets
-        region = _agreed(built, "region")
-        norm, unit = _agreed(built, "norm"), _agreed(built, "strength_unit")
+        region = _agreed("region", [(m, m.region) for m in built])
+        norm = _agreed("norm", [(m, m.norm) for m in built])
+        unit = _agreed("strength_unit", [(m, m.strength_unit) for m in built])
         for m in built:
             name = type(m).__name__
             if m.targets != targets:
@@ -180,7 +181,11 @@ class Ensemble(Attack):
         report = []
         for m in members:
             idx = robust.nonzero().squeeze(1)  # (R,) samples no member has broken yet
-            entry = {"attack": type(m).__name__, "run": int(idx.numel()), "broken": 0}
+            entry: dict[str, Any] = {
+                "attack": type(m).__name__,
+                "run": int(idx.numel()),
+                "broken": 0,
+            }
             entry |= {"forward": 0, "backward": 0}
             report.append(entry)
             if not entry["run"]:

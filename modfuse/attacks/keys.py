@@ -22,6 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from modfuse.data.hashing import tensor_digest
+from modfuse.names import qualified_name
+from modfuse.protocols import AttackMeta
+
 #: Attributes that record what the last call did, not what the next call does.
 BOOKKEEPING = frozenset({"last_counts"})
 
@@ -32,14 +36,15 @@ class UnkeyableError(TypeError):
 
 def _named(obj: Any) -> list[str] | None:
     """``[module, qualname]`` when importing that name gives ``obj`` itself, else None."""
-    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    if not isinstance(module, str) or not isinstance(qualname, str) or "<" in qualname:
+    named = qualified_name(obj)
+    if named is None or "<" in named[1]:
         return None  # "<lambda>", "f.<locals>.g": made at run time, not findable by name
+    module, qualname = named
     try:
         found: Any = importlib.import_module(module)
         for part in qualname.split("."):
-            found = getattr(found, part)
-    except (ImportError, AttributeError):
+            found = vars(found)[part]  # each part is defined in the scope before it
+    except (ImportError, KeyError, TypeError):
         return None
     return [module, qualname] if found is obj else None
 
@@ -73,8 +78,6 @@ def describe(value: Any, where: str) -> Any:
         items = sorted(value.items(), key=lambda kv: repr(kv[0]))
         return ["dict", [[describe(k, where), describe(v, f"{where}[{k!r}]")] for k, v in items]]
     if isinstance(value, torch.Tensor):
-        from modfuse.data.cache import tensor_digest
-
         return ["tensor", tensor_digest([value])]
     if isinstance(value, (torch.dtype, torch.device)):
         return [type(value).__name__, str(value)]
@@ -85,9 +88,7 @@ def describe(value: Any, where: str) -> Any:
             describe(value.args, f"{where}.args"),
             describe(value.keywords, f"{where}.keywords"),
         ]
-    from modfuse.attacks.base import Attack
-
-    if isinstance(value, Attack):  # an attack built from attacks (an ensemble, a schedule)
+    if isinstance(value, AttackMeta):  # an attack built from attacks (an ensemble, a schedule)
         return ["attack", _settings(value)]
     name = _named(value) if callable(value) else None
     if name is not None:
@@ -122,8 +123,9 @@ def _settings(obj: Any) -> list:
 def perturbation_key(perturbation: Any) -> tuple[str | None, str]:
     """``(key, "")`` for a perturbation that can be keyed, ``(None, why not)`` otherwise.
 
-    Only :class:`modfuse.attacks.Attack` objects declare their settings (as attributes);
-    anything else is not keyed.
+    Only attacks (:class:`modfuse.protocols.AttackMeta`, as every
+    :class:`modfuse.attacks.Attack` is) declare their settings (as attributes); anything else
+    is not keyed.
 
     Examples:
         >>> from modfuse.attacks import FGSM
@@ -131,9 +133,7 @@ def perturbation_key(perturbation: Any) -> tuple[str | None, str]:
         >>> key, why.startswith("FGSM.loss_fn = <function <lambda>")
         (None, True)
     """
-    from modfuse.attacks.base import Attack
-
-    if not isinstance(perturbation, Attack):
+    if not isinstance(perturbation, AttackMeta):
         return None, f"{type(perturbation).__name__} is not a modfuse Attack"
     try:
         return fingerprint(perturbation), ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Literal, cast
 
 import torch
 from torch import nn
@@ -12,6 +13,7 @@ from modfuse.attacks.base import Attack, AttackContext
 from modfuse.attacks.checks import check_count, check_strength
 from modfuse.attacks.pgd import PGD
 from modfuse.encoders.text import PAD
+from modfuse.protocols import TokenEncoder
 
 
 @register_attack("embedding_pgd")
@@ -42,7 +44,7 @@ class EmbeddingPGD(PGD):
         self,
         eps: float | Mapping[str, float] = 1.0,
         targets: Sequence[str] = ("text",),
-        norm: str = "l2",
+        norm: Literal["linf", "l2"] = "l2",
         **kw,
     ) -> None:
         super().__init__(eps=eps, targets=targets, norm=norm, **kw)
@@ -52,8 +54,8 @@ class EmbeddingPGD(PGD):
         for k in self.targets:
             x = inputs[k]
             if not x.is_floating_point():
-                encoder = model.encoders[k]
-                if not hasattr(encoder, "embed"):
+                encoder = cast(Mapping[str, nn.Module], model.encoders)[k]
+                if not isinstance(encoder, TokenEncoder):
                     raise TypeError(
                         f"encoder of {k!r} has no embed(ids); cannot attack its embeddings"
                     )
@@ -114,7 +116,10 @@ class TokenSubstitution(_TokenAttack):
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
         for k, ids in x.items():
-            vocab = self.vocab_size or getattr(ctx.model.encoders[k], "vocab_size", None)
+            encoder = cast(Mapping[str, nn.Module], ctx.model.encoders)[k]
+            vocab = self.vocab_size or (
+                encoder.vocab_size if isinstance(encoder, TokenEncoder) else None
+            )
             if vocab is None or vocab < 3:
                 raise ValueError(f"TokenSubstitution needs vocab_size >= 3 for {k!r}, got {vocab}")
             new = torch.randint(2, vocab, ids.shape, generator=ctx.generator).to(ids.device)

@@ -60,6 +60,10 @@ class AudioCNN(FreezableEncoder):
         torch.Size([2, 16])
     """
 
+    #: Buffers: the STFT window ``(n_fft,)`` and the mel filterbank ``(n_fft // 2 + 1, n_mels)``.
+    window: torch.Tensor
+    mel: torch.Tensor
+
     def __init__(
         self,
         sample_rate: int = 16000,

@@ -10,7 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from modfuse.checkpoint import extract_state_dict, load_tensors
+from modfuse.legacy_weights import extract_state_dict
+from modfuse.modes import preserved_modes
+from modfuse.tensor_files import load_tensors
 
 #: ImageNet's per-channel pixel statistics: what torchvision's and timm's ResNets, and the
 #: Places365 ResNets, were trained on.
@@ -71,6 +73,10 @@ class PixelNormalize(nn.Module):
         [2.0]
     """
 
+    #: Buffers ``(1, C, 1, 1)``, registered only when enabled.
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
         super().__init__()
         self.enabled = mean is not None
@@ -107,7 +113,7 @@ class PixelNormalize(nn.Module):
         """The normalization of a timm model: given values, else its ``pretrained_cfg``'s."""
         if not normalize:
             return cls(None, None)
-        cfg: dict[str, Any] = dict(getattr(model, "pretrained_cfg", None) or {})
+        cfg: dict[str, Any] = dict(timm_config(model))
         mean = tuple(mean if mean is not None else cfg.get("mean", IMAGENET_MEAN))
         std = tuple(std if std is not None else cfg.get("std", IMAGENET_STD))
         if len(mean) != channels or len(std) != channels:
@@ -145,12 +151,9 @@ def is_frozen(encoder: nn.Module) -> bool:
     """
     if any(p.requires_grad for p in encoder.parameters()):
         return False
-    was_training = encoder.training
-    try:
+    with preserved_modes(encoder):  # every submodule's mode comes back, not just the top's
         encoder.train()
         return not any(m.training for m in encoder.modules())
-    finally:
-        encoder.train(was_training)
 
 
 class FreezableEncoder(nn.Module):
@@ -161,6 +164,9 @@ class FreezableEncoder(nn.Module):
     """
 
     frozen: bool = False
+    #: The pixel normalization the encoder resolved (``{"mean": ..., "std": ...}``), saved
+    #: with the model's config; None when it normalizes nothing.
+    normalization: dict[str, Any] | None = None
 
     def finish(self, weights: str | os.PathLike | None, freeze: bool) -> None:
         """Load ``weights`` (a safetensors or ``.pth`` file of this encoder) and freeze."""
@@ -174,3 +180,9 @@ class FreezableEncoder(nn.Module):
     def train(self, mode: bool = True) -> FreezableEncoder:
         super().train(mode and not self.frozen)
         return self
+
+
+def timm_config(model: nn.Module) -> dict[str, Any]:
+    """A timm model's ``pretrained_cfg`` (mean, std, classifier name...); ``{}`` for a model
+    built without one. timm keeps it as a plain attribute, so it is in ``vars(model)``."""
+    return dict(vars(model).get("pretrained_cfg") or {})

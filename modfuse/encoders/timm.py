@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
 from modfuse._registry import register_encoder
-from modfuse.encoders.base import PixelNormalize, load_encoder_weights
+from modfuse.encoders.base import PixelNormalize, load_encoder_weights, timm_config
 
 
 def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
@@ -21,7 +22,7 @@ def load_backbone_weights(model: nn.Module, path: str | os.PathLike) -> None:
     Raises:
         ValueError: when backbone weights are missing, unknown keys remain or shapes differ.
     """
-    classifier = getattr(model, "pretrained_cfg", {}).get("classifier", "fc")
+    classifier = timm_config(model).get("classifier", "fc")
     prefixes = tuple(f"{c}." for c in ([classifier] if isinstance(classifier, str) else classifier))
     load_encoder_weights(model, path, "this backbone", drop_prefixes=prefixes)
 
@@ -83,7 +84,8 @@ class TimmEncoder(nn.Module):
             load_backbone_weights(self.model, weights)
         self.pixels = PixelNormalize.for_model(self.model, in_chans, mean, std, normalize)
         self.normalization = self.pixels.config() if normalize else None
-        self.out_dim: int = int(self.model.num_features)
+        # timm models keep num_features as a plain int attribute.
+        self.out_dim: int = int(cast(int, self.model.num_features))
         self.input_shape: tuple[int | None, ...] = (in_chans, None, None)
         self.frozen = freeze
         if freeze:

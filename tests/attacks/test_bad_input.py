@@ -34,14 +34,14 @@ def test_values_outside_declared_range():
 def test_nan_and_inf_inputs():
     x = fg_bg_batch()
     x["fg"][0, 0, 0, 0] = float("inf")
-    with pytest.raises(ValueError, match="input 'fg' holds NaN or inf"):
+    with pytest.raises(ValueError, match="input .fg. holds [0-9]+ NaN or inf"):
         PGD(steps=1)(fg_bg_model(), x, Y)
 
 
 def test_nan_in_an_untouched_input_is_caught_too():
     x = fg_bg_batch()
     x["bg"][1, 2, 3, 4] = float("nan")
-    with pytest.raises(ValueError, match="input 'bg' holds NaN or inf"):
+    with pytest.raises(ValueError, match="input .bg. holds [0-9]+ NaN or inf"):
         PGD(steps=1, targets=("fg",))(fg_bg_model(), x, Y)
 
 
