@@ -137,7 +137,7 @@ def check_resume_fits(model: nn.Module, out: Path) -> None:
     Raises:
         ValueError: the checkpoint holds other tensors or shapes (another architecture).
     """
-    from modfuse.checkpoint import check_state_fits, read_json, saved_shapes
+    from modfuse.tensor_files import check_state_fits, read_json, saved_shapes
 
     latest = out / "checkpoints" / "latest.json"
     if not latest.is_file():

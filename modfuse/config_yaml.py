@@ -113,7 +113,7 @@ def to_yaml(cfg: BaseModel) -> str:
 
 def save_config(cfg: BaseModel, path: str | os.PathLike) -> None:
     """Write a config as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
-    from modfuse.checkpoint import atomic_write_bytes
+    from modfuse.tensor_files import atomic_write_bytes
 
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):

@@ -8,12 +8,16 @@ across ranks with exact counts, and lets rank 0 alone write checkpoints and repo
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import Dataset, DistributedSampler
 
 
 def default_backend() -> str:
@@ -81,13 +85,29 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def state_hash(module: nn.Module) -> str:
+    """A short hash of every tensor in a module's state: names, dtypes, shapes and bytes.
+
+    Examples:
+        >>> a, b = nn.Linear(2, 2), nn.Linear(2, 2)
+        >>> state_hash(a) == state_hash(a), state_hash(a) == state_hash(b)
+        (True, False)
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def check_same_weights(models: Mapping[str, nn.Module]) -> None:
     """Stop unless every rank holds the same models with the same weights and buffers.
 
-    Each rank hashes each model's state (:func:`modfuse.data.cache.module_hash`) and the
-    hashes are gathered on every rank, so all ranks raise together: a sharded evaluation of
-    different weights would sum counts of different models into one report. Nothing to check
-    (and no communication) in a single process.
+    Each rank hashes each model's state (:func:`state_hash`) and the hashes are gathered on
+    every rank, so all ranks raise together: a sharded evaluation of different weights would
+    sum counts of different models into one report. Nothing to check (and no communication)
+    in a single process.
 
     Raises:
         RuntimeError: naming each model whose weights differ (or that some rank lacks) and
@@ -98,9 +118,7 @@ def check_same_weights(models: Mapping[str, nn.Module]) -> None:
     """
     if not is_distributed():
         return
-    from modfuse.data.cache import module_hash
-
-    mine = {name: module_hash(model) for name, model in models.items()}
+    mine = {name: state_hash(model) for name, model in models.items()}
     every: list[dict[str, str] | None] = [None] * world_size()
     dist.all_gather_object(every, mine)
     problems = []
@@ -137,3 +155,34 @@ def device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
+
+
+def wrap_ddp(module: nn.Module, where: torch.device) -> nn.Module:
+    """``module`` in DistributedDataParallel inside a process group, else ``module`` itself.
+
+    ``find_unused_parameters`` stays False: every trainable parameter of ``module`` must take
+    part in every forward's loss (the Trainer hands in a module holding only those), so DDP
+    neither searches the graph each step nor waits for a gradient that never comes.
+
+    Examples:
+        >>> net = nn.Linear(2, 2)
+        >>> wrap_ddp(net, torch.device("cpu")) is net  # one process: nothing to wrap
+        True
+    """
+    if not is_distributed():
+        return module
+    ids = [where.index] if where.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=False)
+
+
+def train_sampler(dataset: Dataset[Any], seed: int) -> DistributedSampler[Any] | None:
+    """This rank's shuffled shard of ``dataset`` inside a process group (call ``set_epoch``
+    each epoch), else None (the loader shuffles itself).
+
+    Examples:
+        >>> train_sampler(torch.utils.data.TensorDataset(torch.zeros(4)), seed=0) is None
+        True
+    """
+    if not is_distributed():
+        return None
+    return DistributedSampler(dataset, shuffle=True, seed=seed)

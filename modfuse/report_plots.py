@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from modfuse.checkpoint import atomic_write_bytes
 from modfuse.report_tables import UNIT_LABELS, unit_of
+from modfuse.tensor_files import atomic_write_bytes
 
 
 def _pyplot() -> Any:

@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from modfuse import distributed as dist_utils
 from modfuse.attacks.keys import perturbation_key
-from modfuse.checkpoint import atomic_write_json
 from modfuse.data.cache import module_hash
+from modfuse.tensor_files import atomic_write_json
 
 
 class ResumeFile:

@@ -116,3 +116,119 @@ def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
     path.write_bytes(b"\xff\xd8\xff\xe0\x00\x10JFIF")  # a JPEG renamed
     with pytest.raises(ValueError, match="is not a PyTorch checkpoint: .* starts with"):
         load_tensors(path)
+
+
+def test_old_import_paths_still_work_and_round_trip(tmp_path):
+    from modfuse import checkpoint, legacy_weights, model_files, tensor_files, train_state
+    from modfuse.checkpoint import (
+        TrainState,
+        atomic_write_bytes,
+        check_state_fits,
+        extract_state_dict,
+        load_model,
+        read_json,
+        save_model,
+        save_tensors,
+        saved_shapes,
+    )
+
+    assert checkpoint.load_tensors is tensor_files.load_tensors
+    assert save_tensors is tensor_files.save_tensors and read_json is tensor_files.read_json
+    assert atomic_write_bytes is tensor_files.atomic_write_bytes
+    assert check_state_fits is tensor_files.check_state_fits
+    assert saved_shapes is tensor_files.saved_shapes
+    assert extract_state_dict is legacy_weights.extract_state_dict
+    assert checkpoint.MODEL_FORMAT == model_files.MODEL_FORMAT == "modfuse.FusionModel"
+    assert TrainState is train_state.TrainState
+    model = FusionModel({"fg": {"name": "mlp", "in_dim": 3}}, num_classes=2, unimodal_heads=True)
+    save_model(model, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert isinstance(loaded, FusionModel)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+
+
+def _source(module: str):
+    """The file of a modfuse module, or None when ``module`` names no module (a function...)."""
+    from pathlib import Path
+
+    import modfuse
+
+    base = Path(modfuse.__file__).parent.joinpath(*module.split(".")[1:])
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _imports(module: str) -> set[str]:
+    """Every modfuse module ``module`` imports, at any level (functions and TYPE_CHECKING too).
+
+    ``from modfuse import x`` counts as an import of ``modfuse.x`` when that is a module; the
+    bare package ``modfuse`` (whose ``__init__`` runs before any submodule) is left out.
+    """
+    import ast
+
+    path = _source(module)
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                base = f"{base}.{node.module}" if node.module else base
+            names = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {n for n in names if n.startswith("modfuse.") and _source(n) is not None}
+    return found
+
+
+def _closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        for dep in _imports(todo.pop()) - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "modfuse.checkpoint",
+        "modfuse.tensor_files",
+        "modfuse.legacy_weights",
+        "modfuse.model_files",
+        "modfuse.train_state",
+        "modfuse.train",
+        "modfuse.train_loss",
+        "modfuse.train_setup",
+        "modfuse.distributed",
+        "modfuse.regularizers.base",
+        "modfuse.regularizers.consistency",
+        "modfuse.regularizers.modality_dropout",
+        "modfuse.regularizers.modality_penalty",
+    ],
+)
+def test_no_import_cycle_through_persistence_training_or_distributed(module):
+    import subprocess
+    import sys
+
+    cycles = sorted(dep for dep in _imports(module) if module in _closure(dep))
+    assert not cycles, f"{module} imports {cycles}, which import {module} back"
+    done = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+
+
+def test_the_file_layer_knows_no_model():
+    # model.py saves through model_files; model_files and below must never reach model.py.
+    assert "modfuse.checkpoint" not in _imports("modfuse.model")
+    assert "modfuse.model_files" in _imports("modfuse.model")
+    for module in ("modfuse.tensor_files", "modfuse.legacy_weights", "modfuse.model_files"):
+        reached = _closure(module)
+        assert "modfuse.model" not in reached and "modfuse.checkpoint" not in reached, module

@@ -123,3 +123,23 @@ def test_bad_settings():
         Trainer(head_model(), progress=False).fit(
             StackedDataset({"fg": torch.zeros(0, 2)}, torch.zeros(0))
         )
+
+
+def test_evaluate_restores_every_submodule_mode():
+    model = head_model().train()
+    model.encoders["fg"].eval()  # a part the user keeps in eval mode inside a training model
+    modes = {name: m.training for name, m in model.named_modules()}
+    trainer = Trainer(model, progress=False)
+    seen = []
+    model.fusion.register_forward_hook(lambda mod, *_: seen.append(mod.training))
+    trainer.evaluate(feature_data(32))
+    assert seen and not any(seen)  # evaluated in eval mode
+    assert {name: m.training for name, m in model.named_modules()} == modes
+
+
+def test_checkpoint_state_json_keeps_its_keys(tmp_path):
+    # Resuming reads these keys: a run checkpointed before the TrainState split still resumes.
+    train_job.run(str(tmp_path), epochs=1, resume=False)
+    state = json.loads((tmp_path / "checkpoints" / "epoch-0000" / "state.json").read_text())
+    assert sorted(state) == ["best", "epoch", "epochs", "history", "optimizer", "seed"]
+    assert state["epoch"] == 0 and state["epochs"] == 1 and state["seed"] == 7

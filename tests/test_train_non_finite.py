@@ -70,7 +70,7 @@ def test_non_finite_settings_are_refused_before_training(kwargs, match):
 
 def test_checkpoint_rng_state_holds_every_gpu_and_restores_it(monkeypatch):
     """No GPU here: torch.cuda is stood in for, to check what is saved and restored."""
-    from modfuse import train
+    from modfuse import train_state
 
     gpu_states = [torch.tensor([1, 2], dtype=torch.uint8), torch.tensor([3], dtype=torch.uint8)]
     restored = {}
@@ -79,10 +79,10 @@ def test_checkpoint_rng_state_holds_every_gpu_and_restores_it(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: gpu_states)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
-    state = train.rng_state()
+    state = train_state.rng_state()
     assert sorted(state) == ["cuda.0", "cuda.1", "torch"]
-    train.set_rng_state(state)
+    train_state.set_rng_state(state)
     assert torch.equal(restored[0], gpu_states[0]) and torch.equal(restored[1], gpu_states[1])
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.warns(UserWarning, match="RNG state of 2 GPUs, this machine uses 1"):
-        train.set_rng_state(state)
+        train_state.set_rng_state(state)

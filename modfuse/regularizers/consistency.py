@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from modfuse._registry import ATTACKS, register_regularizer
+from modfuse.feature_head import FeatureHead
+from modfuse.regularizers.base import Regularizer
+
+if TYPE_CHECKING:
+    from modfuse.model import FusionModel
 
 
 @register_regularizer("consistency")
-class ConsistencyRegularizer:
+class ConsistencyRegularizer(Regularizer):
     """``beta * KL(softmax(clean logits) || softmax(perturbed logits))``.
 
     The perturbation is any modfuse attack or corruption (blur, noise, FGSM, PGD, drop...),
@@ -43,11 +47,9 @@ class ConsistencyRegularizer:
         self.beta = beta
 
     def __call__(
-        self, model: nn.Module, batch: dict[str, Any], outputs: dict[str, Any]
+        self, model: FusionModel, batch: dict[str, Any], outputs: dict[str, Any]
     ) -> torch.Tensor:
-        from modfuse.model import HeadView
-
-        target = HeadView(model) if outputs["on_features"] else model
+        target = FeatureHead(model) if outputs["on_features"] else model
         perturbed = self.perturbation(target, outputs["inputs"], outputs["labels"])
         clean = F.softmax(outputs["logits"].detach(), dim=1)
         log_adv = F.log_softmax(target(perturbed), dim=1)

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
 from modfuse._registry import register_regularizer
+from modfuse.regularizers.base import Regularizer
+
+if TYPE_CHECKING:
+    from modfuse.model import FusionModel
 
 
 @register_regularizer("modality_dropout")
-class ModalityDropout:
+class ModalityDropout(Regularizer):
     """During training, replace each modality's features by its missing-modality fill with
     probability ``p`` per sample (zeros, or the model's learned placeholder), never hiding
     every modality of a sample. Teaches the fusion not to lean on one modality alone.
 
-    Adds nothing to the loss; it acts through ``transform_features``.
+    Adds nothing to the loss; it acts through ``transform_features``. It is what trains a
+    model's learned placeholders (``missing="learned"``): the Trainer refuses such a model
+    without a dropout that may hide each modality (see :meth:`hidden_modalities`).
 
     Args:
         p: Probability of hiding a modality for a sample.
@@ -38,13 +43,26 @@ class ModalityDropout:
             raise ValueError(f"p must be in [0, 1), got {p}")
         self.p, self.modalities = p, modalities
 
+    def __repr__(self) -> str:
+        return f"ModalityDropout(p={self.p}, modalities={self.modalities!r})"
+
     def __call__(
-        self, model: nn.Module, batch: dict[str, Any], outputs: dict[str, Any]
+        self, model: FusionModel, batch: dict[str, Any], outputs: dict[str, Any]
     ) -> torch.Tensor:
         return torch.zeros(())
 
+    def named_modalities(self) -> list[str]:
+        return list(self.modalities or [])
+
+    def hidden_modalities(self, model: FusionModel) -> list[str]:
+        """The model's modalities this dropout may hide: none when ``p`` is 0 or the model has
+        a single modality (a sample always keeps one)."""
+        if self.p == 0 or len(model.modalities) < 2:
+            return []
+        return [m for m in model.modalities if self.modalities is None or m in self.modalities]
+
     def transform_features(
-        self, model: nn.Module, features: dict[str, torch.Tensor]
+        self, model: FusionModel, features: dict[str, torch.Tensor]
     ) -> dict[str, torch.Tensor]:
         names = [m for m in sorted(features) if self.modalities is None or m in self.modalities]
         if not names or self.p == 0:
@@ -58,9 +76,12 @@ class ModalityDropout:
             hide[keep[all_hidden], all_hidden.nonzero().flatten()] = False
         out = dict(features)
         for i, m in enumerate(names):
+            # The model's own fill for a missing modality: its learned placeholder, else zeros.
+            # torch.where keeps the placeholder in the graph even when no sample hides it, so
+            # DistributedDataParallel sees it used in every step.
             fill = (
                 model.placeholders[m].to(features[m].dtype).expand_as(features[m])
-                if m in getattr(model, "placeholders", {})
+                if m in model.placeholders
                 else torch.zeros_like(features[m])
             )
             mask = hide[i].to(features[m].device).unsqueeze(1)  # (B, 1)

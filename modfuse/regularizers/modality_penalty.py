@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from torch import nn
 
 from modfuse._registry import register_regularizer
+from modfuse.regularizers.base import Regularizer
+
+if TYPE_CHECKING:
+    from modfuse.model import FusionModel
+    from modfuse.protocols import Fusion
 
 
 @register_regularizer("modality_penalty")
-class ModalityWeightPenalty:
+class ModalityWeightPenalty(Regularizer):
     """Penalise the fusion parameters that act on one modality alone.
 
     With ``p=2`` this is ``CE + alpha * ||theta_fg||^2`` of *Contextual Fusion for Adversarial
@@ -38,13 +42,18 @@ class ModalityWeightPenalty:
             raise ValueError(f"alpha must be >= 0, got {alpha}")
         if p <= 0:
             raise ValueError(f"p must be > 0, got {p}")
-        self.modality, self.alpha, self.p = modality, alpha, p
+        self.modality: str = modality
+        self.alpha, self.p = alpha, p
 
     def __call__(
-        self, model: nn.Module, batch: dict[str, Any], outputs: dict[str, Any]
+        self, model: FusionModel, batch: dict[str, Any], outputs: dict[str, Any]
     ) -> torch.Tensor:
-        branch = model.fusion.branch(self.modality)
-        return self.alpha * sum(w.abs().pow(self.p).sum() for w in branch.parameters())
+        # FusionModel checks at construction that its fusion is a Fusion (has branch()).
+        branch = cast("Fusion", model.fusion).branch(self.modality)
+        terms = [w.abs().pow(self.p).sum() for w in branch.parameters()]
+        if not terms:  # a branch without parameters: nothing to penalise
+            return torch.zeros(())
+        return self.alpha * sum(terms[1:], terms[0])
 
     def __repr__(self) -> str:
         return f"ModalityWeightPenalty(modality={self.modality!r}, alpha={self.alpha}, p={self.p})"

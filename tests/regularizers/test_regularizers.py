@@ -71,3 +71,70 @@ def test_bad_values():
         ModalityWeightPenalty("fg", alpha=-1)
     with pytest.raises(KeyError, match="has no branch"):
         ModalityWeightPenalty("audio")(model(), {}, {})
+
+
+def test_the_base_class_defaults_name_nothing_transform_nothing_hide_nothing():
+    from modfuse.regularizers import LossTerm, Regularizer, as_regularizer
+
+    class Zero(Regularizer):
+        def __call__(self, model, batch, outputs):
+            return torch.zeros(())
+
+    m = model(missing="learned")
+    feats = {"fg": torch.rand(4, 6), "bg": torch.rand(4, 6)}
+    reg = Zero()
+    assert reg.modality is None and reg.named_modalities() == []
+    assert reg.transform_features(m, feats) is feats and reg.hidden_modalities(m) == []
+    assert ModalityWeightPenalty("fg").named_modalities() == ["fg"]
+    assert as_regularizer(reg) is reg
+    term = as_regularizer(lambda model, batch, outputs: torch.tensor(3.0))
+    assert isinstance(term, LossTerm) and float(term(m, {}, {})) == 3.0
+    with pytest.raises(TypeError, match="must be a modfuse.regularizers.Regularizer or a function"):
+        as_regularizer(0.5)
+    with pytest.raises(TypeError, match="abstract"):
+        Regularizer()
+
+
+def test_dropout_says_which_modalities_it_hides():
+    m = model()
+    assert ModalityDropout(0.2).hidden_modalities(m) == ["bg", "fg"]
+    assert ModalityDropout(0.2, modalities=["bg", "audio"]).hidden_modalities(m) == ["bg"]
+    assert ModalityDropout(0.0).hidden_modalities(m) == []
+    assert ModalityDropout(0.2, modalities=["bg"]).named_modalities() == ["bg"]
+
+
+def test_dropout_keeps_placeholders_in_the_graph_when_it_hides_nothing():
+    # DistributedDataParallel without find_unused_parameters needs every trained parameter in
+    # every step's graph: a step where no sample is hidden gives the placeholders a zero grad.
+    m = model(missing="learned")
+    feats = {"fg": torch.ones(3, 6), "bg": torch.ones(3, 6)}
+    out = ModalityDropout(p=1e-12).transform_features(m, feats)
+    sum(v.sum() for v in out.values()).backward()
+    for p in m.placeholders.values():
+        assert p.grad is not None and not p.grad.any()
+
+
+def test_the_trainer_asks_each_regularizer_to_transform_features_in_training_only():
+    from modfuse.data import FeatureDataset
+    from modfuse.regularizers import Regularizer
+    from modfuse.train import Trainer
+
+    class HideBg(Regularizer):
+        calls = 0
+
+        def __call__(self, model, batch, outputs):
+            return torch.zeros(())
+
+        def transform_features(self, model, features):
+            HideBg.calls += 1
+            return {**features, "bg": torch.zeros_like(features["bg"])}
+
+    m = model()
+    g = torch.Generator().manual_seed(0)
+    fg, bg = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g)
+    data = FeatureDataset({"fg": fg, "bg": bg}, (bg[:, 0] > 0).long())  # only bg tells
+    before = m.fusion.branch("bg").weight.clone()
+    Trainer(m, epochs=2, batch_size=16, regularizers=[HideBg()], progress=False).fit(data, data)
+    assert HideBg.calls == 4  # 2 epochs of 2 steps; evaluation calls none
+    # The bg features were always zero in training: their fusion weights got no gradient.
+    assert torch.equal(m.fusion.branch("bg").weight, before)
