@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -142,19 +142,50 @@ class GaussianBlur(Attack):
 
     def with_strength(self, value: Any) -> GaussianBlur:
         """A copy with sigma ``value`` (a list of two is taken as a ``(low, high)`` range)."""
-        other = super().with_strength(value)
+        other = cast(GaussianBlur, super().with_strength(value))
         other.sigma = _sigma(value)
         return other
 
+    def make_params(
+        self, x: Mapping[str, torch.Tensor], generator: torch.Generator | None
+    ) -> dict[str, dict[str, float | torch.Tensor]]:
+        """Every random parameter of one call, drawn once for all targets from ``generator``.
+
+        With a ``(low, high)`` range, one sigma per sample ``(B,)`` is drawn and the same
+        tensor serves every target key: a sample's fg and bg are blurred alike, whatever the
+        order or number of the targets. A fixed sigma (shared or per key) draws nothing.
+
+        Args:
+            x: The target tensors of the call, ``{key: (B, C, H, W)}``.
+            generator: The call's generator (:meth:`Attack.generator`); None: torch's RNG.
+
+        Returns:
+            ``{"sigma": {key: float or (B,) tensor}}``, what :meth:`transform` applies.
+
+        Examples:
+            >>> blur = GaussianBlur(sigma=(0.5, 3.0), targets=("fg", "bg"))
+            >>> x = {"fg": torch.rand(4, 3, 8, 8), "bg": torch.rand(4, 3, 8, 8)}
+            >>> p = blur.make_params(x, torch.Generator().manual_seed(0))
+            >>> p["sigma"]["fg"] is p["sigma"]["bg"], tuple(p["sigma"]["fg"].shape)
+            (True, (4,))
+        """
+        if not isinstance(self.sigma, (tuple, list)):
+            return {"sigma": {k: per_key(self.sigma, k, "sigma") for k in x}}
+        sizes = {k: v.shape[0] for k, v in x.items()}
+        if len(set(sizes.values())) > 1:
+            raise ValueError(f"a random sigma needs one batch size for all targets, got {sizes}")
+        lo, hi = self.sigma
+        u = torch.rand(next(iter(sizes.values()), 0), generator=generator)  # (B,), on the CPU
+        sigma = lo + (hi - lo) * u
+        return {"sigma": {k: sigma for k in x}}
+
+    def transform(
+        self, key: str, x: torch.Tensor, params: Mapping[str, Mapping[str, Any]]
+    ) -> torch.Tensor:
+        """``x`` (target ``key``) blurred with the sigma that :meth:`make_params` chose."""
+        # Outside the region, the base class's clamp puts the clean pixels back.
+        return gaussian_blur(x, params["sigma"][key], self.truncate)
+
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for k, v in x.items():
-            if isinstance(self.sigma, (tuple, list)):
-                lo, hi = self.sigma
-                u = torch.rand(v.shape[0], generator=ctx.generator, dtype=v.dtype)
-                sigma: float | torch.Tensor = (lo + (hi - lo) * u).to(v.device)
-            else:
-                sigma = per_key(self.sigma, k, "sigma")
-            # Outside the region, the base class's clamp puts the clean pixels back.
-            out[k] = gaussian_blur(v, sigma, self.truncate)
-        return out
+        params = self.make_params(x, ctx.generator)
+        return {k: self.transform(k, v, params) for k, v in x.items()}

@@ -68,14 +68,50 @@ class GaussianNoise(Attack):
             raise TypeError(f"snr_db must be a number of dB, got {type(value).__name__}")
         check_finite(value, "snr_db")
 
-    def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
+    def make_params(
+        self, x: Mapping[str, torch.Tensor], generator: torch.Generator | None
+    ) -> dict[str, dict[str, float | torch.Tensor]]:
+        """Every random parameter of one call, drawn once for all targets from ``generator``.
+
+        Each target gets its own standard-normal noise of its shape: sensor noise is
+        independent from one input to another (and two targets may differ in shape). The
+        draws go in sorted key order, so a key's noise does not depend on the order in which
+        ``targets`` names the keys. With ``snr_db``, the per-sample std is read off ``x``.
+
+        Args:
+            x: The target tensors of the call, ``{key: (B, ...)}``.
+            generator: The call's generator (:meth:`Attack.generator`); None: torch's RNG.
+
+        Returns:
+            ``{"noise": {key: tensor like x[key]}, "std": {key: float or (B, 1, ...)}}``, what
+            :meth:`transform` applies.
+
+        Examples:
+            >>> noise = GaussianNoise(std=0.1, targets=("fg", "bg"))
+            >>> x = {"fg": torch.zeros(2, 3), "bg": torch.zeros(2, 3)}
+            >>> p = noise.make_params(x, torch.Generator().manual_seed(0))
+            >>> p["std"], bool((p["noise"]["fg"] != p["noise"]["bg"]).all())
+            ({'fg': 0.1, 'bg': 0.1}, True)
+        """
+        draws = {
+            k: torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype).to(x[k].device)
+            for k in sorted(x)
+        }
+        stds: dict[str, float | torch.Tensor] = {}
         for k, v in x.items():
-            noise = torch.randn(v.shape, generator=ctx.generator, dtype=v.dtype).to(v.device)
             if self.snr_db is not None:
                 rms = per_sample(v.flatten(1).pow(2).mean(1).sqrt(), v)
-                std: float | torch.Tensor = rms / 10 ** (self.snr_db / 20)
+                stds[k] = rms / 10 ** (self.snr_db / 20)
             else:
-                std = per_key(self.std, k, "std")
-            out[k] = v + std * noise
-        return out
+                stds[k] = per_key(self.std, k, "std")
+        return {"noise": {k: draws[k] for k in x}, "std": stds}
+
+    def transform(
+        self, key: str, x: torch.Tensor, params: Mapping[str, Mapping[str, Any]]
+    ) -> torch.Tensor:
+        """``x + std * noise`` for target ``key``, with what :meth:`make_params` chose."""
+        return x + params["std"][key] * params["noise"][key]
+
+    def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        params = self.make_params(x, ctx.generator)
+        return {k: self.transform(k, v, params) for k, v in x.items()}

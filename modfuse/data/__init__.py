@@ -1,11 +1,13 @@
 """Datasets (COCO, CIFAR-10, the synthetic context world), loaders and the feature cache."""
 
-from typing import Any
-
 from modfuse.data.cache import FeatureCache, FeatureDataset
 from modfuse.data.cifar import CIFAR10Context
 from modfuse.data.coco import CocoContext
 from modfuse.data.loader import StackedDataset, collate_dicts, make_loader
+
+# From synthetic_world, not synthetic: importing modfuse.data.synthetic here would make
+# `python -m modfuse.data.synthetic` run a module that is already imported.
+from modfuse.data.synthetic_world import ensure_synthetic_world, make_synthetic_coco
 
 __all__ = [
     "CIFAR10Context",
@@ -18,12 +20,3 @@ __all__ = [
     "make_loader",
     "make_synthetic_coco",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported lazily so that `python -m modfuse.data.synthetic` runs its module only once.
-    if name in ("make_synthetic_coco", "ensure_synthetic_world"):
-        from modfuse.data import synthetic
-
-        return getattr(synthetic, name)
-    raise AttributeError(f"module 'modfuse.data' has no attribute {name!r}")

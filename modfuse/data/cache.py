@@ -14,68 +14,32 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from torch.utils.data import Dataset, Subset
-from tqdm.auto import tqdm
+from torch import nn
+from torch.utils.data import Dataset
 
-from modfuse import distributed as dist_utils
-from modfuse.checkpoint import load_tensors, save_tensors
-from modfuse.data.loader import StackedDataset, make_loader
-from modfuse.devices import autocast, to_model
-from modfuse.modes import eval_mode
+import modfuse.distributed as dist_utils
+from modfuse.data.contracts import CacheableModel, Perturbation
+from modfuse.data.extract import extract_features
+from modfuse.data.hashing import dataset_fingerprint, module_hash, tensor_digest
+from modfuse.data.loader import StackedDataset
+from modfuse.tensor_files import load_tensors, save_tensors
+
+# The hashes lived here first; code that imports them from this module keeps working.
+__all__ = [
+    "CACHE_FORMAT",
+    "FeatureCache",
+    "FeatureDataset",
+    "dataset_fingerprint",
+    "module_hash",
+    "tensor_digest",
+]
 
 CACHE_FORMAT = "modfuse.FeatureCache/1"
-
-
-def _hash_tensor(h: Any, t: torch.Tensor) -> None:
-    """Feed a tensor's dtype, shape and bytes to the hash ``h``."""
-    t = t.detach().cpu().contiguous()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    h.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-
-
-def module_hash(module: torch.nn.Module, spec: Any = None) -> str:
-    """A hash of a module's spec and every tensor in its state (weights and buffers)."""
-    h = hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode())
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        _hash_tensor(h, t)
-    return h.hexdigest()[:16]
-
-
-def tensor_digest(tensors: Sequence[torch.Tensor]) -> str:
-    """A hash of tensors' dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for t in tensors:
-        _hash_tensor(h, t)
-    return h.hexdigest()[:16]
-
-
-def dataset_fingerprint(dataset: Dataset) -> str:
-    """The dataset's own ``fingerprint()`` where it has one, else a hash of its contents.
-
-    Without a ``fingerprint()``, the length, the type and 16 samples spread over the dataset
-    are hashed: datasets that differ only elsewhere would collide, so give yours one.
-    """
-    if hasattr(dataset, "fingerprint"):
-        return str(dataset.fingerprint())
-    n = len(dataset)
-    picks = sorted({round(i * (n - 1) / 15) for i in range(16)}) if n else []
-    parts = []
-    for i in picks:
-        sample = dataset[i]
-        items = sample.items() if isinstance(sample, Mapping) else enumerate(sample)
-        parts += [
-            torch.as_tensor(v)
-            for _, v in sorted(items, key=lambda kv: str(kv[0]))
-            if isinstance(v, torch.Tensor | int | float)
-        ]
-    return tensor_digest([torch.tensor([n]), *parts]) + f"-{type(dataset).__qualname__}"
 
 
 class FeatureDataset(StackedDataset):
@@ -146,23 +110,31 @@ class FeatureCache:
 
     def key(
         self,
-        model: torch.nn.Module,
+        model: nn.Module,
         modality: str,
         dataset: Dataset,
-        perturbation: Any = None,
+        perturbation: Perturbation | None = None,
     ) -> str | None:
         """The entry name for one modality's features under one setup.
 
         None when the perturbation changes this modality's features but cannot be keyed (see
         :func:`modfuse.attacks.keys.perturbation_key`): such features are not cached.
+
+        Raises:
+            TypeError: ``model`` is not a :class:`~modfuse.data.contracts.CacheableModel` or
+                ``perturbation`` not a :class:`~modfuse.data.contracts.Perturbation`.
         """
+        # Imported here: attack keys hash tensors with modfuse.data.hashing, which imports
+        # this package; a top-level import would load the two halfway through each other.
         from modfuse.attacks.keys import perturbation_key
 
-        targets = set(getattr(perturbation, "targets", ()))
+        if not isinstance(model, CacheableModel):
+            raise TypeError(_not_cacheable(model))
+        perturbation = _checked_perturbation(perturbation)
         if (
             perturbation is not None
-            and modality not in targets
-            and targets <= set(model.modalities)
+            and modality not in perturbation.targets
+            and set(perturbation.targets) <= set(model.modalities)
         ):
             # Perturbing other modalities' inputs leaves this one's features as they were.
             perturbation = None
@@ -178,7 +150,7 @@ class FeatureCache:
             "dataset": dataset_fingerprint(dataset),
             "perturbation": fingerprint,
         }
-        if perturbation is not None and getattr(perturbation, "depends_on_model", True):
+        if perturbation is not None and perturbation.depends_on_model:
             # A gradient or query attack depends on the whole model, head included.
             parts["model"] = module_hash(model, model.spec)
         digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -199,20 +171,29 @@ class FeatureCache:
 
     def features(
         self,
-        model: torch.nn.Module,
+        model: nn.Module,
         dataset: Dataset,
         modalities: Sequence[str] | None = None,
-        perturbation: Any = None,
+        perturbation: Perturbation | None = None,
     ) -> FeatureDataset:
         """Features of ``modalities`` (default: all of the model's) for every item of ``dataset``.
 
         Args:
             model: A FusionModel whose encoders are frozen (every submodule's mode is
-                restored afterwards).
+                restored afterwards); any :class:`~modfuse.data.contracts.CacheableModel`.
             dataset: Dict samples with the model's inputs and a ``label``.
             modalities: Which modalities to return.
-            perturbation: An attack applied to each batch before encoding (blur, FGSM...).
+            perturbation: An attack applied to each batch before encoding (blur, FGSM...): a
+                :class:`modfuse.attacks.Attack`, or any
+                :class:`~modfuse.data.contracts.Perturbation`.
+
+        Raises:
+            KeyError: a modality the model does not have.
+            TypeError: ``model`` or ``perturbation`` does not meet its contract (above).
         """
+        if not isinstance(model, CacheableModel):
+            raise TypeError(_not_cacheable(model))
+        perturbation = _checked_perturbation(perturbation)
         modalities = list(modalities or model.modalities)
         unknown = [m for m in modalities if m not in model.modalities]
         if unknown:
@@ -229,75 +210,46 @@ class FeatureCache:
                 f"cached: {perturbation_key(perturbation)[1]}",
                 stacklevel=2,
             )
-        found = {m: self._read(paths[m]) if m in paths else None for m in modalities}
-        todo = [m for m in modalities if found[m] is None]
-        if todo:
-            computed, labels = self._extract(model, dataset, todo, perturbation)
-            for m in todo:
-                entry = {"features": computed[m], "label": labels}
-                if dist_utils.is_main() and m in paths:
-                    save_tensors(paths[m], entry, {"format": CACHE_FORMAT})
+        found: dict[str, dict[str, torch.Tensor]] = {}
+        for m in modalities:
+            entry = self._read(paths[m]) if m in paths else None
+            if entry is not None:
                 found[m] = entry
+        todo = [m for m in modalities if m not in found]
+        if todo:
+            computed, labels = extract_features(
+                model,
+                dataset,
+                todo,
+                perturbation,
+                self.batch_size,
+                self.workers,
+                self.progress,
+                self.amp,
+            )
+            for m in todo:
+                found[m] = {"features": computed[m], "label": labels}
+                if dist_utils.is_main() and m in paths:
+                    save_tensors(paths[m], found[m], {"format": CACHE_FORMAT})
             dist_utils.barrier()
             self.computed = todo
         labels = found[modalities[0]]["label"]
         return FeatureDataset({m: found[m]["features"] for m in modalities}, labels)
 
-    def _extract(
-        self, model: torch.nn.Module, dataset: Dataset, todo: list[str], perturbation: Any
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        indices = dist_utils.shard_indices(len(dataset))  # all items in one process
-        shard = dataset if dist_utils.world_size() == 1 else Subset(dataset, indices)
-        loader = make_loader(shard, self.batch_size, shuffle=False, workers=self.workers)
-        out: dict[str, list[torch.Tensor]] = {m: [] for m in todo}
-        labels = []
-        # A perturbation of a view ("fg") needs the views themselves as inputs; one of the raw
-        # image needs the raw inputs. With none: the views the dataset already made, when it
-        # made them with the model's own settings (the same per-sample computation, so the same
-        # features, without computing the views twice); else the model's default.
-        raw = None if perturbation is None else bool({"image", "mask"} & set(perturbation.targets))
-        if perturbation is None and _same_views(model, dataset):
-            raw = False
-        with eval_mode(model):
-            bar = tqdm(loader, desc=f"features {','.join(todo)}", disable=not self.progress)
-            for batch in bar:
-                batch = to_model(batch, model)
-                inputs = model.select(batch, raw=raw)
-                y = torch.as_tensor(batch["label"])
-                if perturbation is not None:
-                    inputs = perturbation(model, inputs, y)
-                with torch.no_grad(), autocast(model, self.amp):
-                    prepared = model.prepare(inputs)
-                    for m in todo:
-                        # Stored on the CPU in float32, whatever the model's device and dtype.
-                        out[m].append(model.encoders[m](prepared[m]).float().cpu())
-                labels.append(y.cpu())
-        feats = {m: torch.cat(v) for m, v in out.items()}
-        y = torch.cat(labels).long()
-        if dist_utils.world_size() > 1:
-            feats = {m: _gather_shards(f, len(dataset)) for m, f in feats.items()}
-            y = _gather_shards(y, len(dataset))
-        return feats, y
+
+def _not_cacheable(model: object) -> str:
+    return (
+        "expected a model with encoders, spec, views, prepare and state_dict "
+        f"(modfuse.data.contracts.CacheableModel, e.g. a FusionModel), got {type(model).__name__}"
+    )
 
 
-def _same_views(model: torch.nn.Module, dataset: Dataset) -> bool:
-    """Whether ``dataset`` makes its fg / bg views with the model's views settings."""
-    mine, theirs = getattr(model, "views", None), getattr(dataset, "views", None)
-    return mine is not None and theirs is not None and mine.config() == theirs.config()
-
-
-def _gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
-    """Reassemble per-rank shards (rank r holds items r, r + W, ...) into all ``n`` items."""
-    import torch.distributed as dist
-
-    world = dist_utils.world_size()
-    size = -(-n // world)  # the largest shard; smaller ones are padded for all_gather
-    padded = local.new_zeros((size, *local.shape[1:]))
-    padded[: len(local)] = local
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded)
-    full = local.new_empty((n, *local.shape[1:]))
-    for r, part in enumerate(parts):
-        count = len(range(r, n, world))
-        full[r::world] = part[:count]
-    return full
+def _checked_perturbation(perturbation: object) -> Perturbation | None:
+    """``perturbation`` itself when it is None or a Perturbation; else a TypeError."""
+    if perturbation is None or isinstance(perturbation, Perturbation):
+        return perturbation
+    raise TypeError(
+        "perturbation must be a modfuse Attack (or have targets, depends_on_model and "
+        "__call__(model, inputs, labels): modfuse.data.contracts.Perturbation), got "
+        f"{type(perturbation).__name__}"
+    )

@@ -23,6 +23,7 @@ from modfuse.data.coco_checks import (
     segmentation_problem,
     segmentation_warning,
 )
+from modfuse.data.coco_select import select_items
 from modfuse.views import ContextViews
 
 #: What ``CocoContext(hide_instances=...)`` paints over besides the item itself.
@@ -157,9 +158,10 @@ class CocoContext(Dataset):
         self.class_to_index = {name: i for i, name in enumerate(self.classes)}
         self._cat_to_label = {cid: i for i, cid in enumerate(chosen)}
 
-        self.skipped: Counter[str] = Counter()
-        self.skipped_ids: dict[str, list[Any]] = {}
-        self.items = self._select()
+        found = select_items(self.coco, self._cat_to_label, self.image_dir, min_area, one_per_image)
+        self.items = found.items
+        self.skipped: Counter[str] = found.skipped
+        self.skipped_ids: dict[str, list[Any]] = found.skipped_ids
         if not self.items:
             raise ValueError(
                 f"no objects left in {self.ann_file.name} for categories {self.classes} with "
@@ -174,47 +176,6 @@ class CocoContext(Dataset):
         message = segmentation_warning(self.ann_file, self.skipped_ids)
         if message:
             warnings.warn(message, stacklevel=2)
-
-    def _select(self) -> list[dict[str, Any]]:
-        exists: dict[int, bool] = {}
-        best: dict[int, dict[str, Any]] = {}
-        items = []
-        for ann in sorted(self.coco.dataset.get("annotations", []), key=lambda a: a["id"]):
-            if ann.get("iscrowd", 0):
-                self.skipped["crowd"] += 1
-                continue
-            cid = ann.get("category_id")
-            if cid not in self.coco.cats:
-                self.skipped["unknown_category"] += 1
-                continue
-            if cid not in self._cat_to_label:
-                continue  # a category not selected: not a problem, not counted
-            img = self.coco.imgs.get(ann.get("image_id"))
-            if img is None:
-                self.skipped["unknown_image"] += 1
-                continue
-            problem = segmentation_problem(
-                ann.get("segmentation"), img.get("height"), img.get("width")
-            )
-            if problem is not None:
-                self.skipped[problem] += 1
-                self.skipped_ids.setdefault(problem, []).append(ann["id"])
-                continue
-            if ann.get("area", 0) < self.min_area:
-                self.skipped["small"] += 1
-                continue
-            iid = img["id"]
-            if iid not in exists:
-                exists[iid] = (self.image_dir / img["file_name"]).is_file()
-            if not exists[iid]:
-                self.skipped["missing_image_file"] += 1
-                continue
-            if self.one_per_image:
-                if iid not in best or ann.get("area", 0) > best[iid].get("area", 0):
-                    best[iid] = ann
-            else:
-                items.append(ann)
-        return [best[i] for i in sorted(best)] if self.one_per_image else items
 
     def __len__(self) -> int:
         return len(self.items)

@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from modfuse.data.hashing import tensor_digest
+
 
 def collate_dicts(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch dict samples: tensors are stacked, numbers become tensors, the rest lists.
@@ -65,8 +67,6 @@ class StackedDataset(Dataset):
 
     def fingerprint(self) -> str:
         """A hash of every tensor held (what a FeatureCache keys on)."""
-        from modfuse.data.cache import tensor_digest
-
         return tensor_digest([self.tensors[k] for k in sorted(self.tensors)] + [self.labels])
 
     @classmethod

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from modfuse.data.synthetic_render import SCENES
+from modfuse.data.synthetic_world import REFERENCE_DIFFICULTY, make_synthetic_coco
 
 
 def write_preview(
@@ -34,8 +35,6 @@ def write_preview(
     import tempfile
 
     import matplotlib
-
-    from modfuse.data.synthetic import make_synthetic_coco
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -82,8 +81,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not args.preview and not args.root:
         parser.error("give --preview PNG and/or --root DIR")
-    from modfuse.data.synthetic import REFERENCE_DIFFICULTY, make_synthetic_coco
-
     knobs = REFERENCE_DIFFICULTY if args.reference_difficulty else {}
     if args.root:
         make_synthetic_coco(

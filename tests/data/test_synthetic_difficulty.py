@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from modfuse.data import CocoContext, synthetic
+from modfuse.data import CocoContext, synthetic_world
 from modfuse.data.synthetic import (
     CATALOGUE,
     CLASSES,
@@ -106,7 +106,8 @@ def test_clutter_is_drawn_from_the_classes_the_world_does_not_annotate(tmp_path,
         seen.append(list(distractors))
         return render_sample(cls, scene, size, rng, difficulty, distractors)
 
-    monkeypatch.setattr(synthetic, "render_sample", spy)
+    # Patched where make_synthetic_coco looks it up (modfuse.data.synthetic re-exports it).
+    monkeypatch.setattr(synthetic_world, "render_sample", spy)
     make_synthetic_coco(tmp_path, 6, 0, size=32, clutter=2)
     assert seen and all(d == list(PRETRAIN_CLASSES) for d in seen)
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from modfuse.data import synthetic
+from modfuse.data import synthetic, synthetic_world
 
 SMALL = {"n_train": 12, "n_test": 6, "size": 32}
 
@@ -91,14 +91,14 @@ def test_a_world_without_world_json_is_an_error(tmp_path):
 
 def test_a_killed_generation_is_not_mistaken_for_a_finished_world(tmp_path, monkeypatch):
     root = synthetic.make_synthetic_coco(tmp_path / "w", **SMALL)
-    write_split = synthetic._write_split
+    write_split = synthetic_world._write_split  # where make_synthetic_coco looks it up
 
     def killed_at_val(root_, split, *args):
         if split == "val":
             raise KeyboardInterrupt  # the process dies after the train split
         write_split(root_, split, *args)
 
-    monkeypatch.setattr(synthetic, "_write_split", killed_at_val)
+    monkeypatch.setattr(synthetic_world, "_write_split", killed_at_val)
     with pytest.raises(KeyboardInterrupt):
         synthetic.make_synthetic_coco(root, **{**SMALL, "n_train": 18})
     monkeypatch.undo()
