@@ -6,7 +6,7 @@ Also importable from :mod:`modfuse.evaluate`, where they were first defined.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -16,6 +16,7 @@ from modfuse.data.loader import make_loader
 from modfuse.devices import to_model
 from modfuse.model import FusionModel
 from modfuse.modes import eval_mode
+from modfuse.protocols import Fusion
 from modfuse.sweep_work import _as_model, _inputs_for
 
 
@@ -76,9 +77,15 @@ def feature_shift(
 
 def branch_norm_share(model: FusionModel) -> dict[str, float]:
     """Each modality's share of the fusion branches' total L2 norm (sums to 1)."""
+    fusion = cast(Fusion, model.fusion)  # FusionModel checks that its fusion is one
     norms = {
         m: float(
-            torch.sqrt(sum(p.detach().pow(2).sum() for p in model.fusion.branch(m).parameters()))
+            torch.sqrt(
+                sum(
+                    (p.detach().pow(2).sum() for p in fusion.branch(m).parameters()),
+                    torch.zeros(()),
+                )
+            )
         )
         for m in model.modalities
     }

@@ -118,10 +118,10 @@ def seed_means(
 
 def with_seed_means(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` plus their :func:`seed_means` when they carry seeds and no means yet."""
-    rows = [dict(r) for r in rows]
-    if any("seed" in r for r in rows) and not any(r.get("seed") == "mean" for r in rows):
-        rows += seed_means(rows)
-    return rows
+    out = [dict(r) for r in rows]
+    if any("seed" in r for r in out) and not any(r.get("seed") == "mean" for r in out):
+        out += seed_means(out)
+    return out
 
 
 def _cell(row: Mapping[str, Any]) -> str:

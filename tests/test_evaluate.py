@@ -162,7 +162,8 @@ def test_clean_accuracy_from_a_raw_image_attack_matches_the_plain_model():
     mask[:, :, 4:12, 5:11] = 1
     views = ContextViews(size=16)
     data = StackedDataset(
-        {"image": image, "mask": mask, **views(image, mask)}, torch.randint(0, 3, (20,), generator=g)
+        {"image": image, "mask": mask, **views(image, mask)},
+        torch.randint(0, 3, (20,), generator=g),
     )
     torch.manual_seed(0)
     enc = {"name": "small_cnn", "width": 4, "depth": 2}

@@ -145,11 +145,11 @@ class APGD(Attack):
     def _run(self, ctx: AttackContext, x: Tensors, eps: dict, target: torch.Tensor | None):
         """One run from one start: (best points, their losses, fooling points, fooled)."""
         adv, g = dict(x), ctx.generator
-        for k, v in x.items() if self.random_start else ():
+        for key, v in x.items() if self.random_start else ():
             t = torch.rand(v.shape, generator=g) * 2 - 1 if self.norm == "linf" else None
             t = torch.randn(v.shape, generator=g) if t is None else t
-            t = ctx.confine({k: t.to(v)})[k]  # a start inside the region, of full radius
-            adv[k] = ctx.clamp(k, v + eps[k] * self._unit(t))
+            t = ctx.confine({key: t.to(v)})[key]  # a start inside the region, of full radius
+            adv[key] = ctx.clamp(key, v + eps[key] * self._unit(t))
         loss, grad, fooled = self._loss_grad(ctx, adv, target)
         best, best_loss, best_grad, found, prev = dict(adv), loss, dict(grad), dict(adv), dict(adv)
         step = torch.full_like(loss, 2.0)  # (B,) step size in units of eps

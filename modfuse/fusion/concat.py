@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class ConcatFusion(Fusion):
         for m, d in self.in_dims.items():
             self.branches[m] = nn.Linear(d, out_dim, bias=False)
             # Same init scale as one nn.Linear over the concatenation (fan_in = total).
-            nn.init.uniform_(self.branches[m].weight, -(total**-0.5), total**-0.5)
+            nn.init.uniform_(cast(nn.Linear, self.branches[m]).weight, -(total**-0.5), total**-0.5)
         self.bias = nn.Parameter(torch.empty(out_dim).uniform_(-(total**-0.5), total**-0.5))
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -56,6 +57,8 @@ class ConcatFusion(Fusion):
         total = sum(self.in_dims.values())
         lin = nn.Linear(total, self.out_dim)
         with torch.no_grad():
-            lin.weight.copy_(torch.cat([self.branches[m].weight for m in self.modalities], 1))
+            lin.weight.copy_(
+                torch.cat([cast(nn.Linear, self.branches[m]).weight for m in self.modalities], 1)
+            )
             lin.bias.copy_(self.bias)
         return lin

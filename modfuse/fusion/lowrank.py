@@ -17,7 +17,7 @@ class ModalityFactor(nn.Module):
 
     def __init__(self, in_dim: int, rank: int, out_dim: int) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.empty(rank, in_dim + 1, out_dim))
+        self.weight: nn.Parameter = nn.Parameter(torch.empty(rank, in_dim + 1, out_dim))
         nn.init.xavier_normal_(self.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -56,9 +56,10 @@ class LowRankFusion(Fusion):
 
     def forward(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         xs = self.ordered(features)
-        prod = None
-        for m, x in zip(self.modalities, xs):
-            f = self.branches[m](x)  # (B, rank, out_dim)
-            prod = f if prod is None else prod * f
+        # One (B, rank, out_dim) factor per modality; Fusion guarantees at least one.
+        factors = [self.branches[m](x) for m, x in zip(self.modalities, xs)]
+        prod = factors[0]
+        for f in factors[1:]:
+            prod = prod * f
         # Weighted sum of the rank-one terms.
         return einsum(prod, self.rank_weight, "batch rank out, rank -> batch out") + self.bias
