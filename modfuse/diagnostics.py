@@ -18,6 +18,7 @@ from modfuse.model import FusionModel
 from modfuse.modes import eval_mode
 from modfuse.protocols import Fusion
 from modfuse.sweep_work import _as_model, _inputs_for
+from modfuse.validation import labels_of
 
 
 def _features(
@@ -31,7 +32,7 @@ def _features(
     with eval_mode(model):
         for batch in make_loader(data, batch_size):
             batch = to_model(batch, model)
-            y = torch.as_tensor(batch["label"]).long()
+            y = labels_of(batch).long()
             inputs = _inputs_for(model, batch, perturbation)
             adv = perturbation(model, inputs, y) if perturbation is not None else inputs
             with torch.no_grad():

@@ -37,6 +37,7 @@ from modfuse.train_setup import (
     unimodal_weight_for,
 )
 from modfuse.train_state import TrainState, load_latest, save_epoch
+from modfuse.validation import labels_of
 
 
 class NonFiniteLossError(ValueError):
@@ -171,7 +172,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return value, batch_accuracy(logits.detach(), torch.as_tensor(batch["label"]).long())
+        return value, batch_accuracy(logits.detach(), labels_of(batch).long())
 
     def evaluate(self, data: Dataset[Any]) -> float:
         """Accuracy of the model on ``data`` (eval mode, no gradients; sharded across ranks)."""
@@ -183,7 +184,7 @@ class Trainer:
         with eval_mode(self.model), torch.no_grad(), self.objective.autocast():
             for batch in loader:
                 batch = to_model(batch, self.model, self.channels_last)
-                labels = torch.as_tensor(batch["label"]).long()
+                labels = labels_of(batch).long()
                 inputs = self.model.select(batch)
                 # No regularizer transforms here: modality dropout is for training only.
                 logits = self.model.fuse(inputs) if on_features else self.model(inputs)

@@ -13,6 +13,7 @@ from modfuse.devices import autocast
 from modfuse.feature_head import FeatureHead
 from modfuse.model import FusionModel
 from modfuse.regularizers.base import Regularizer
+from modfuse.validation import labels_of
 
 
 def batch_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -77,7 +78,7 @@ class TrainLoss:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss (a scalar) and the clean logits ``(B, K)`` of ``batch``."""
         model = self.model
-        labels = torch.as_tensor(batch["label"])
+        labels = labels_of(batch)
         model.check_labels(labels)
         labels = labels.long()
         inputs = model.select(batch, raw=self.raw_inputs)

@@ -21,6 +21,7 @@ from modfuse.data.contracts import CacheableModel, HasViews, Perturbation, ViewM
 from modfuse.data.loader import make_loader
 from modfuse.devices import autocast, to_model
 from modfuse.modes import eval_mode
+from modfuse.validation import labels_of
 
 __all__ = ["extract_features"]
 
@@ -87,7 +88,7 @@ def extract_features(
         for batch in bar:
             batch = to_model(batch, model)
             inputs = model.select(batch, raw=raw)
-            y = torch.as_tensor(batch["label"])
+            y = labels_of(batch)
             if perturbation is not None:
                 inputs = perturbation(model, inputs, y)
             with torch.no_grad(), autocast(model, amp):
