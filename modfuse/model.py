@@ -168,7 +168,7 @@ class FusionModel(nn.Module):
         raw_keys = list(self.views.input_keys) if self.views is not None else []
         has_raw = bool(raw_keys) and all(k in batch for k in raw_keys)
         if raw and not has_raw:
-            want = raw_keys or ["image", "mask"]
+            want = raw_keys or list(ContextViews.input_keys)
             raise KeyError(f"raw inputs need a model with views and a batch with {want}")
         if self.views is not None and has_raw and raw is not False:
             made = self.views.output_keys

@@ -77,9 +77,15 @@ class _FeatureMemo:
         """Logits of ``model``; a modality whose tag is not None may reuse stored features."""
         if isinstance(model, FeatureHead):
             return model(inputs)
-        prepared = model.prepare(inputs)
+        return model.fuse(self.features(name, model, inputs, tags))
+
+    def features(
+        self, name: str, model: FusionModel, inputs: Mapping[str, torch.Tensor], tags: dict
+    ) -> dict[str, torch.Tensor]:
+        """``{modality: (B, D)}`` of ``inputs``: a modality whose tag is not None is taken
+        from the store when there, else encoded and stored."""
         feats = {}
-        for m, x in prepared.items():
+        for m, x in model.prepare(inputs).items():
             tag = tags.get(m)
             key = (self.hashes[name][m], m, tag)
             if tag is not None and key in self.store:
@@ -88,7 +94,7 @@ class _FeatureMemo:
             feats[m] = model.encoders[m](x)
             if tag is not None:
                 self.store[key] = feats[m]
-        return model.fuse(feats)
+        return feats
 
     def store_clean(self, name: str, features: Mapping[str, torch.Tensor]) -> None:
         """Keep the clean ``features`` ({modality: (B, D)}) of model ``name``'s encoders."""
@@ -136,28 +142,16 @@ def _clean_batch(
     memo.deferred.clear()
     for n, model in models.items():
         lead = next((s for s in sweeps if _gives_clean(s, model)), None)
-        with torch.no_grad():
-            inputs = _inputs_for(model, batch, None)
-            if lead is None or not isinstance(model, FusionModel):
-                logits = memo.logits(n, model, inputs, _tags(model, None, None))
-                correct[(n, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
-                continue
-            memo.deferred[n] = lead.name
-            tags = _tags(model, lead.attack, None)  # 'clean': a modality the attack leaves
-            untouched = {k: v for k, v in inputs.items() if tags.get(k) == "clean"}
-            if untouched:
-                memo.store_clean(n, _encode_missing(memo, n, model, untouched))
-
-
-def _encode_missing(
-    memo: _FeatureMemo, name: str, model: FusionModel, inputs: Mapping[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Clean features of ``inputs``' modalities, taken from the memo where it has them."""
-    out = {}
-    for m, x in model.prepare(inputs).items():
-        key = (memo.hashes[name][m], m, "clean")
-        out[m] = memo.store[key] if key in memo.store else model.encoders[m](x)
-    return out
+        if lead is None or not isinstance(model, FusionModel):
+            _count_clean(n, model, batch, labels, memo, correct, {})
+            continue
+        memo.deferred[n] = lead.name
+        tags = _tags(model, lead.attack, None)  # 'clean': a modality the attack leaves
+        inputs = _inputs_for(model, batch, None)
+        untouched = {k: v for k, v in inputs.items() if tags.get(k) == "clean"}
+        if untouched:
+            with torch.no_grad():
+                memo.features(n, model, untouched, tags)  # stored for the attack to reuse
 
 
 def _targets_of(model: SweptModel, attack: Any) -> bool:
@@ -203,12 +197,13 @@ def _count_clean(
     correct: dict,
     clean: Mapping[str, Any],
 ) -> None:
-    """Count a deferred model's clean answers from its attack's gradient pass (``clean``),
-    and keep the clean features it computed for the sweeps that follow."""
+    """Count a model's clean answers: from an attack's gradient pass when ``clean`` holds its
+    logits (keeping the clean features it computed for the sweeps that follow), else from a
+    clean forward pass."""
     if "logits" in clean:
         memo.store_clean(name, clean["features"])
         logits = clean["logits"]
-    else:  # the attack made no pass at the clean input after all
+    else:  # no attack's pass at the clean input: one forward pass here
         with torch.no_grad():
             inputs = _inputs_for(model, batch, None)
             logits = memo.logits(name, model, inputs, _tags(model, None, None))

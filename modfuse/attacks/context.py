@@ -92,19 +92,20 @@ class AttackContext:
         # would otherwise run that clean forward pass again.
         self.clean_out: dict | None = None
         rest = {k: v for k, v in inputs.items() if k not in self.targets}
-        # Whether the untouched modalities' features can be computed once (else the whole
-        # model runs on every call); they are encoded on the first forward pass, so an attack
-        # that never calls the model (blur, noise) costs no encoder pass.
-        self.split: MultimodalModel | None = None
+        # The model as encode + fuse when the untouched modalities' features can be computed
+        # once (None: the whole model runs on every call); they are encoded on the first
+        # forward pass, so an attack that never calls the model (blur, noise) costs no encoder
+        # pass.
+        self.split_model: MultimodalModel | None = None
         if (
             isinstance(model, MultimodalModel)
             and not model.training
             and set(self.targets) <= set(model.modalities)
             and set(rest) <= set(model.modalities)
         ):
-            self.split = model
+            self.split_model = model
         self._fixed: dict[str, torch.Tensor] | None = None
-        if self.split is not None and fixed is not None and set(rest) <= set(fixed):
+        if self.split_model is not None and fixed is not None and set(rest) <= set(fixed):
             # The caller already has these features (a sweep's clean pass of this batch).
             self._fixed = {k: fixed[k] for k in rest}
         self.rest = rest
@@ -113,11 +114,11 @@ class AttackContext:
     def fixed(self) -> dict[str, torch.Tensor] | None:
         """Features ``{modality: (B, D)}`` of the untouched modalities, or None where the
         whole model must run on every call (training mode, raw-image targets)."""
-        if self.split is None:
+        if self.split_model is None:
             return None
         if self._fixed is None:
             with torch.no_grad():
-                self._fixed = self.split.encode(self.rest) if self.rest else {}
+                self._fixed = self.split_model.encode(self.rest) if self.rest else {}
         return self._fixed
 
     def logits(self, x: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -125,9 +126,9 @@ class AttackContext:
         self.forward_count += 1
         feats: dict[str, torch.Tensor] = {}
         fixed = self.fixed
-        if self.split is not None and fixed is not None:
-            feats = self.split.encode(x)  # {modality: (B, D_m)}
-            out = self.split.fuse({**fixed, **feats})
+        if self.split_model is not None and fixed is not None:
+            feats = self.split_model.encode(x)  # {modality: (B, D_m)}
+            out = self.split_model.fuse({**fixed, **feats})
         else:
             out = self.model({**self.rest, **x})
         if self.clean_out is not None:
