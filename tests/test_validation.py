@@ -8,7 +8,7 @@ import torch
 
 from modfuse import FusionModel
 from modfuse.attacks import PGD
-from modfuse.validation import checks_on, labels_of, unchecked
+from modfuse.validation import check_finite, checks_on, labels_of, unchecked
 
 
 def model_and_batch():
@@ -82,3 +82,26 @@ def test_an_attack_that_fails_midway_leaves_the_checks_on():
     x["bg"][1, 1] = float("nan")
     with pytest.raises(ValueError, match="holds 1 NaN"):
         model(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_check_finite_finds_one_bad_value_in_every_float_dtype(dtype, bad):
+    x = torch.rand(4, 3, 8, 8).to(dtype)
+    check_finite("fg", x)  # clean: no error
+    x[2, 1, 3, 5] = bad
+    with pytest.raises(ValueError, match="modality 'fg' holds 1 NaN or inf values"):
+        check_finite("fg", x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_check_finite_accepts_large_values_whose_sum_overflows(dtype):
+    """The fast test sums the tensor; a sum that overflows on finite values is no error."""
+    big = torch.finfo(dtype).max
+    x = torch.full((64, 8), big, dtype=dtype)
+    x[1::2] = -big / 2  # +inf - inf would be NaN in a naive sum: still finite values
+    check_finite("fg", x)
+    check_finite("fg", torch.full((64,), big, dtype=dtype))
+    x[5, 5] = float("nan")
+    with pytest.raises(ValueError, match="holds 1 NaN"):
+        check_finite("fg", x)
