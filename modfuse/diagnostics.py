@@ -17,7 +17,8 @@ from modfuse.devices import to_model
 from modfuse.model import FusionModel
 from modfuse.modes import eval_mode
 from modfuse.protocols import Fusion
-from modfuse.sweep_work import _as_model, _inputs_for
+from modfuse.sweep_inputs import _inputs_for, _with_views
+from modfuse.sweep_work import _as_model
 from modfuse.validation import labels_of
 
 
@@ -31,7 +32,7 @@ def _features(
     labels = []
     with eval_mode(model):
         for batch in make_loader(data, batch_size):
-            batch = to_model(batch, model)
+            batch = _with_views({"model": model}, to_model(batch, model))  # views from raw
             y = labels_of(batch).long()
             inputs = _inputs_for(model, batch, perturbation)
             adv = perturbation(model, inputs, y) if perturbation is not None else inputs

@@ -5,7 +5,8 @@ input is untouched are computed once per encoder (identified by a hash of its we
 models built from the same frozen encoder share them), a corruption that does not depend on
 the model (blur, noise) is applied once for all models, and an FGSM sweep takes one gradient
 for all its epsilons. The sanity checks' model probes run on a small subsample of the first
-batch and read the attacked items' accuracy from the sweep itself (:mod:`modfuse.sweep_sanity`).
+batch and read what the sweep computed there: the attacked items' accuracy, the clean
+features and FGSM's clean input gradient (:mod:`modfuse.sweep_sanity`).
 
 Feature shift and modality reliance live in :mod:`modfuse.diagnostics` (re-exported here).
 """
@@ -31,9 +32,10 @@ from modfuse.modes import eval_mode
 from modfuse.sanity import CHECKS, attack_meta, dedupe
 from modfuse.sanity_rows import check_statuses, row_checks
 from modfuse.stats import wilson_interval
+from modfuse.sweep_inputs import _with_views
 from modfuse.sweep_result import SweepResult
 from modfuse.sweep_resume import ResumeFile
-from modfuse.sweep_sanity import head, not_run, probe_models
+from modfuse.sweep_sanity import SampleRecord, head, not_run, probe_models
 from modfuse.sweep_work import (
     _as_model,
     _clean_batch,
@@ -120,7 +122,11 @@ def robustness_sweep(
     gradients, a stochastic model, random noise stronger than a gradient attack. The failed
     checks are in the result's ``flags``, the status of every check in its ``checks``. The
     model probes run on the first ``sanity_samples`` items of the first batch (a fixed
-    subsample, as AutoAttack's checks do), so they add little to a sweep.
+    subsample, as AutoAttack's checks do; the stochastic check on 8 of them) and read what
+    the sweep computed there (:mod:`modfuse.sweep_sanity`), so they add little to a sweep.
+
+    A model with views is evaluated on a dataset of raw ``image`` and ``mask`` too: the
+    views are then made once per batch from the raw keys.
 
     Returns:
         One row per (model, perturbation, strength): ``model``, ``perturbation``, ``attack``,
@@ -170,8 +176,7 @@ def robustness_sweep(
         indices = dist_utils.shard_indices(len(cast(Sized, data)))
         shard = torch.utils.data.Subset(data, indices)
     loader = make_loader(shard, batch_size, workers=workers)
-    sample = None  # the items the sanity probes run on
-    scored: dict[tuple[str, str], torch.Tensor] = {}
+    record: SampleRecord | None = None  # the items the sanity probes run on, and their scores
     progress_file = ResumeFile(resume_file, wrapped, data, perturbations, batch_size)
     done, total = progress_file.load(correct)
     with eval_mode(*wrapped.values()):
@@ -180,25 +185,27 @@ def robustness_sweep(
         ):
             if index < done:
                 continue  # counted before the interruption
-            batch = to_model(batch, placement)
+            batch = _with_views(wrapped, to_model(batch, placement))
             labels = labels_of(batch)
             for model in wrapped.values():
                 model.check_labels(labels)  # before any work is spent on the batch
             labels = labels.long()
-            keep = None
-            if sanity and sample is None:
-                sample, keep = head(batch, labels, sanity_samples), sanity_samples
+            first = None  # the record, on the batch its subsample comes from
+            if sanity and record is None:
+                record = first = SampleRecord(*head(batch, labels, sanity_samples))
             total += len(labels)
             memo.store.clear()
             _clean_batch(wrapped, batch, labels, memo, correct, perturbations)
             for sweep in perturbations:
-                _sweep_batch(sweep, wrapped, batch, labels, memo, correct, scored, keep)
+                _sweep_batch(sweep, wrapped, batch, labels, memo, correct, first)
             _count_deferred(wrapped, batch, labels, memo, correct)
+            if first is not None:
+                first.keep_features(memo.store)
             progress_file.save(index + 1, correct, total)
         if sanity:
             probed = (
-                probe_models(wrapped, perturbations, sample, scored, memo)
-                if sample is not None
+                probe_models(wrapped, perturbations, record, memo)
+                if record is not None
                 else ([], not_run("no batch was evaluated in this process"))
             )
     keys = list(correct)

@@ -54,12 +54,22 @@ def gradient_flags(
         for k, v in inputs.items()
     }
     with torch.enable_grad():
-        loss = torch.nn.functional.cross_entropy((forward or model)(leaves), labels)
+        # Summed: each item's gradient is that of its own loss, whatever the batch size.
+        logits = (forward or model)(leaves)
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
         grads = torch.autograd.grad(loss, [leaves[t] for t in targets], allow_unused=True)
+    return dead_gradient_flags(name, dict(zip(targets, grads)), len(labels))
+
+
+def dead_gradient_flags(
+    name: str, gradients: Mapping[str, torch.Tensor | None], n: int
+) -> list[Flag]:
+    """Flags for keys whose per-item input gradients (``{key: (n, ...)}``, of each item's own
+    loss; None: no gradient reached the key) are zero for most of the ``n`` items."""
     flags = []
-    for t, g in zip(targets, grads):
+    for t, g in gradients.items():
         if g is None:
-            dead = torch.ones(len(labels), dtype=torch.bool)
+            dead = torch.ones(n, dtype=torch.bool)
         else:
             dead = g.flatten(1).abs().amax(1) < 1e-12
         if float(dead.float().mean()) > 0.5:
@@ -67,7 +77,7 @@ def gradient_flags(
                 Flag(
                     "vanishing_gradient",
                     name,
-                    f"input gradient of {t!r} is zero for {int(dead.sum())}/{len(labels)} samples",
+                    f"input gradient of {t!r} is zero for {int(dead.sum())}/{n} samples",
                 )
             )
     return flags

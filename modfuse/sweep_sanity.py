@@ -1,11 +1,14 @@
 """The model probes of a robustness sweep's sanity checks, made cheap enough to run always.
 
 They run on a small fixed subsample of the first batch (``sanity_samples`` items, as
-AutoAttack's checks do) and repeat no work: the stochastic check runs once per model; the
-clean gradient once per (model, targets, inputs); the adversarial accuracy is read from the
-sweep itself (the very attacked items it scored, not a second attack); random noise of one
-size is drawn and scored once for all attacks of that size; and the gradient and the noise
-reuse the stored clean features of the modalities they leave alone.
+AutoAttack's checks do) and repeat no work. What the sweep computed on that batch anyway is
+kept in a :class:`SampleRecord` and read, not recomputed: which attacked items each model got
+right (the adversarial accuracy), the clean features of every modality (for the noise and
+gradient probes' untouched modalities), and the input gradient that an attack's own gradient
+pass took at the clean input (FGSM's). What is left to run: the stochastic check (two calls
+on the first :data:`STOCHASTIC_SAMPLES` items, once per model), the clean gradient where no
+attack's pass gave it (once per model, targets and inputs), and random noise of each size
+(once for all attacks of that size).
 """
 
 from __future__ import annotations
@@ -15,18 +18,85 @@ from typing import Any
 
 import torch
 
+from modfuse.attacks.context import cross_entropy
 from modfuse.sanity import (
     Flag,
     attack_meta,
+    dead_gradient_flags,
     gradient_flags,
     noise_flags,
     random_noise,
     stochastic_flags,
 )
-from modfuse.sweep_work import SweptModel, _inputs_for, _tags, _targets_of
+from modfuse.sweep_inputs import _inputs_for, _tags, _targets_of
+from modfuse.sweep_work import SweptModel
 
 Coverage = dict[str, tuple[bool, str]]
 PROBES = ("vanishing_gradient", "stochastic_model", "noise_stronger_than_attack")
+#: Items the stochastic check calls each model on, twice (at most ``sanity_samples``): a
+#: random layer moves every item's logits, so a few items show it as well as many.
+STOCHASTIC_SAMPLES = 8
+
+
+class SampleRecord:
+    """What the sweep computed on the probes' subsample (the first ``len(labels)`` items of
+    the first batch), kept for the probes instead of computing it again.
+
+    Args:
+        batch: The subsample (:func:`head` of the first batch).
+        labels: Its labels ``(keep,)``.
+    """
+
+    def __init__(self, batch: dict, labels: torch.Tensor) -> None:
+        self.batch, self.labels, self.keep = batch, labels, len(labels)
+        #: {(model, sweep name): (keep,) bool}: right on the attacked input at the largest
+        #: strength
+        self.right: dict[tuple[str, str], torch.Tensor] = {}
+        #: {(model, targets, input keys): {target: (keep, ...)}}: input gradients of each
+        #: item's own cross-entropy loss at the clean input
+        self.gradients: dict[tuple, dict[str, torch.Tensor]] = {}
+        #: the sweep memo's clean features of the batch, cut to the subsample
+        self.features: dict[tuple, torch.Tensor] = {}
+
+    def note_right(self, model: str, sweep: str, right: torch.Tensor) -> None:
+        """Keep which subsample items ``model`` got right under ``sweep`` (``right``: (B,))."""
+        self.right[(model, sweep)] = right[: self.keep]
+
+    def note_gradient(
+        self, name: str, attack: Any, inputs: Mapping[str, Any], clean: Mapping[str, Any]
+    ) -> None:
+        """Keep the clean input gradient that ``attack``'s sweep left in ``clean`` (its
+        ``clean_out``), where it is the gradient the probe would take: the default
+        cross-entropy (mean over the batch), untargeted, with no region zeroing parts of it."""
+        grads = clean.get("gradients")
+        if (
+            not grads
+            or attack.loss_fn is not cross_entropy
+            or attack.targeted
+            or attack.region is not None
+        ):
+            return
+        targets = _float_targets(attack, inputs)
+        if not targets or any(t not in grads for t in targets):
+            return
+        n = len(next(iter(grads.values())))
+        # (B, ...) gradients of the batch-mean loss, times B: each item's own loss gradient
+        self.gradients[_gradient_key(name, targets, inputs)] = {
+            t: grads[t][: self.keep] * n for t in targets
+        }
+
+    def keep_features(self, store: Mapping[tuple, torch.Tensor]) -> None:
+        """Keep the clean features in a sweep memo's ``store``, cut to the subsample."""
+        self.features = {k: f[: self.keep] for k, f in store.items() if k[2] == "clean"}
+
+
+def _float_targets(attack: Any, inputs: Mapping[str, Any]) -> list[str]:
+    """The attack's targets that are floating-point inputs (those with an input gradient)."""
+    return [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
+
+
+def _gradient_key(name: str, targets: Sequence[str], inputs: Mapping[str, Any]) -> tuple:
+    return (name, tuple(targets), tuple(sorted(inputs)))
 
 
 def head(batch: Mapping[str, Any], labels: torch.Tensor, samples: int) -> tuple[dict, Any]:
@@ -54,47 +124,42 @@ def not_run(why: str) -> Coverage:
 def probe_models(
     models: Mapping[str, SweptModel],
     sweeps: Sequence[Any],
-    sample: tuple[dict, torch.Tensor],
-    scored: Mapping[tuple[str, str], torch.Tensor],
+    record: SampleRecord,
     memo: Any,
 ) -> tuple[list[Flag], Coverage]:
-    """Probe each model on ``sample`` (a subsample of the first batch).
+    """Probe each model on ``record``'s subsample of the first batch.
 
     Args:
         models: The evaluated models (in eval mode).
         sweeps: The sweeps (:class:`modfuse.evaluate.Sweep`).
-        sample: ``(batch, labels)`` to probe on.
-        scored: ``{(model, sweep name): correct}``: per item of ``sample``, whether the model
-            was right on the sweep's attacked input at its largest strength.
-        memo: The sweep's feature memo (its store is cleared here and reused).
+        record: The subsample and what the sweep computed on it.
+        memo: The sweep's feature memo (its store is replaced here by the record's features).
 
     Returns:
         The flags, and for each probe whether it ran and on what (or why not).
     """
-    batch, labels = sample
+    batch, labels = record.batch, record.labels
+    few, few_labels = head(batch, labels, STOCHASTIC_SAMPLES)
     flags: list[Flag] = []
     grads: set[tuple] = set()
+    reused = 0
     noise: list[str] = []
     noise_acc: dict[tuple, float] = {}
+    memo.store = dict(record.features)  # clean features of the subsample, every modality
     for n, model in models.items():
-        memo.store.clear()
-        inputs = _inputs_for(model, batch, None)
         with torch.no_grad():
-            # The second call stores the clean features that the noise probes below reuse.
-            first = model(inputs)
-            flags += stochastic_flags(
-                n, first, memo.logits(n, model, inputs, _tags(model, None, None))
-            )
+            few_inputs = _inputs_for(model, few, None)
+            flags += stochastic_flags(n, model(few_inputs), model(few_inputs))
         for s in sweeps:
             attack = s.attack
             if not (attack.uses_gradients and s.source is None and _targets_of(model, attack)):
                 continue  # transfer and gradient-free attacks: no gradient of this model to probe
             inputs = _inputs_for(model, batch, attack)
-            targets = [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
+            targets = _float_targets(attack, inputs)
             eps = max(float(v) for v in s.strengths)
             if not targets or eps <= 0:
                 continue
-            key = (n, tuple(targets), tuple(sorted(inputs)))
+            key = _gradient_key(n, targets, inputs)
             tags = _tags(model, attack, None)  # untouched modalities: the stored features
 
             def forward(x: dict, model: Any = model, tags: dict = tags, n: str = n) -> Any:
@@ -102,8 +167,12 @@ def probe_models(
 
             if key not in grads:  # the clean gradient is the same for every attack
                 grads.add(key)
-                flags += gradient_flags(n, model, inputs, labels, targets, forward)
-            if attack_meta(attack)["norm"] not in ("linf", "l2") or (n, s.name) not in scored:
+                if key in record.gradients:  # an attack's gradient pass took it already
+                    reused += 1
+                    flags += dead_gradient_flags(n, record.gradients[key], len(labels))
+                else:
+                    flags += gradient_flags(n, model, inputs, labels, targets, forward)
+            if attack_meta(attack)["norm"] not in ("linf", "l2") or (n, s.name) not in record.right:
                 continue
             norm = attack_meta(attack)["norm"]
             noise_key = (*key, norm, eps, tuple(attack.range_of(t, inputs[t]) for t in targets))
@@ -113,15 +182,19 @@ def probe_models(
                     logits = forward(noisy)
                 noise_acc[noise_key] = float((logits.argmax(1) == labels).float().mean())
             acc_noise = noise_acc[noise_key]
-            acc_adv = float(scored[(n, s.name)].float().mean())
+            acc_adv = float(record.right[(n, s.name)].float().mean())
             flags += noise_flags(n, attack, eps, targets, acc_adv, acc_noise, len(labels))
             noise.append(f"{n}/{s.name}")
     memo.store.clear()
     items = f"{len(labels)} item(s) of the first batch"
+    taken = f" ({reused} read off an attack's own gradient pass)" if reused else ""
     cov: Coverage = {
-        "stochastic_model": (True, f"{len(models)} model(s) called twice on {items}"),
+        "stochastic_model": (
+            True,
+            f"{len(models)} model(s) called twice on {len(few_labels)} item(s) of the first batch",
+        ),
         "vanishing_gradient": (
-            (True, f"{len(grads)} input gradient(s) probed on {items}")
+            (True, f"{len(grads)} input gradient(s) probed on {items}{taken}")
             if grads
             else (False, "no white-box gradient attack was swept")
         ),

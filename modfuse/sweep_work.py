@@ -17,9 +17,11 @@ from modfuse.devices import model_device, model_dtype
 from modfuse.feature_head import FeatureHead
 from modfuse.model import FusionModel
 from modfuse.protocols import MultimodalModel
+from modfuse.sweep_inputs import _inputs_for, _merge, _tags, _targets_of
 
 if TYPE_CHECKING:
     from modfuse.evaluate import Sweep
+    from modfuse.sweep_sanity import SampleRecord
 
 
 #: What the sweep evaluates: a model, or its fusion and head on cached features. Any other
@@ -105,7 +107,7 @@ class _FeatureMemo:
     def hint(self, name: str, attack: Any) -> dict[str, Any]:
         """``{"fixed": features}`` of the clean modalities ``attack`` leaves alone, for an
         attack whose ``sweep`` takes them (so it does not encode them again); else ``{}``."""
-        if "fixed" not in inspect.signature(attack.sweep).parameters:
+        if not _takes(attack, "fixed"):
             return {}
         fixed = {
             m: f
@@ -124,8 +126,13 @@ def _gives_clean(sweep: Sweep, model: SweptModel) -> bool:
         and attack.depends_on_model
         and bool(model.encoders)  # not a FeatureHead: its inputs are already features
         and _targets_of(model, attack)
-        and "clean_out" in inspect.signature(attack.sweep).parameters
+        and _takes(attack, "clean_out")
     )
+
+
+def _takes(attack: Any, argument: str) -> bool:
+    """Whether ``attack.sweep`` takes ``argument`` (an optional hint of work to share)."""
+    return argument in inspect.signature(attack.sweep).parameters
 
 
 def _clean_batch(
@@ -152,40 +159,6 @@ def _clean_batch(
         if untouched:
             with torch.no_grad():
                 memo.features(n, model, untouched, tags)  # stored for the attack to reuse
-
-
-def _targets_of(model: SweptModel, attack: Any) -> bool:
-    keys = model.input_keys()
-    return all(t in keys for t in attack.targets)
-
-
-def _tags(model: SweptModel, attack: Any, point: str | None) -> dict[str, Any]:
-    """Which modalities' features can be shared: untouched ones ('clean') and those perturbed
-    the same way for every model (``point``); None where they must be computed afresh."""
-    mods = model.modalities
-    if attack is None or not _targets_of(model, attack):
-        return {m: "clean" for m in mods}
-    hit = set(mods) if _raw_targets(model, attack) else set(attack.targets)
-    return {m: (point if m in hit else "clean") for m in mods}
-
-
-def _raw_targets(model: SweptModel, attack: Any) -> bool:
-    """Whether ``attack`` moves the raw keys in front of ``model``'s views (so every view)."""
-    return model.views is not None and bool(set(model.views.input_keys) & set(attack.targets))
-
-
-def _inputs_for(model: SweptModel, batch: Mapping[str, Any], attack: Any) -> dict:
-    if model.views is None:
-        return model.select(batch)
-    raw = attack is not None and _targets_of(model, attack) and _raw_targets(model, attack)
-    return model.select(batch, raw=raw)
-
-
-def _merge(inputs: Mapping[str, Any], adv: Mapping[str, Any], targets: Sequence[str]) -> dict:
-    """``inputs`` with the target keys taken from ``adv`` (dropped where ``adv`` lacks them)."""
-    out = {k: v for k, v in inputs.items() if k not in targets}
-    out.update({k: adv[k] for k in targets if k in adv})
-    return out
 
 
 def _count_clean(
@@ -230,12 +203,12 @@ def _sweep_batch(
     labels: torch.Tensor,
     memo: _FeatureMemo,
     correct: dict,
-    scored: dict | None = None,
-    keep: int | None = None,
+    record: SampleRecord | None = None,
 ) -> None:
     """Count the correct answers of every model at every strength of ``sweep`` on one batch;
-    with ``keep``, also store in ``scored`` which of the first ``keep`` items each model got
-    right at the largest strength (what the sanity probes compare random noise with)."""
+    with a ``record`` (on the batch the sanity probes' subsample comes from), also keep there
+    which subsample items each model got right at the largest strength (what the probes
+    compare random noise with) and the clean input gradient of the attack's gradient pass."""
     attack = sweep.attack
     strengths = [float(v) for v in sweep.strengths]
     shared: list[dict] | None = None  # a model-independent corruption, applied once
@@ -256,10 +229,14 @@ def _sweep_batch(
         else:
             hint = memo.hint(n, attack)
             clean: dict = {}
-            if memo.deferred.get(n) == sweep.name:
+            deferred = memo.deferred.get(n) == sweep.name
+            if deferred or (record is not None and _takes(attack, "clean_out")):
                 hint["clean_out"] = clean
             advs = attack.sweep(model, inputs, labels, strengths, **hint)
-            if memo.deferred.pop(n, None) == sweep.name:
+            if record is not None:
+                record.note_gradient(n, attack, inputs, clean)
+            if deferred:
+                del memo.deferred[n]
                 _count_clean(n, model, batch, labels, memo, correct, clean)
         for v, adv in zip(strengths, advs):
             point = f"{sweep.name}@{v}" if (shared is not None or sweep.source) else None
@@ -267,5 +244,5 @@ def _sweep_batch(
                 logits = memo.logits(n, model, adv, _tags(model, attack, point))
             right = logits.argmax(1) == labels
             correct[(n, sweep.name, v)] += int(right.sum())
-            if keep is not None and scored is not None and v == max(strengths):
-                scored[(n, sweep.name)] = right[:keep]
+            if record is not None and v == max(strengths):
+                record.note_right(n, sweep.name, right)

@@ -173,3 +173,75 @@ def test_clean_accuracy_from_a_raw_image_attack_matches_the_plain_model():
     with torch.no_grad():
         want = int((model({"image": image, "mask": mask}).argmax(1) == data.labels).sum())
     assert rows[0]["perturbation"] == "clean" and rows[0]["correct"] == want
+
+
+def test_clean_row_does_not_depend_on_the_order_of_the_sweeps():
+    """The clean accuracy read off FGSM's gradient pass is counted when a white-box attack
+    that gives no clean pass (PGD) is swept before FGSM too (it once came out 0)."""
+    from modfuse.attacks import PGD
+
+    data, model = image_data(), image_models()["joint"]
+    fgsm = Sweep("fgsm", FGSM(targets=("fg",)), [0.05])
+    pgd = Sweep("pgd", PGD(targets=("fg",), steps=2, seed=0), [0.05])
+    want = direct_accuracy(model, data)
+    for sweeps in ([fgsm, pgd], [pgd, fgsm]):
+        rows = robustness_sweep({"m": model}, data, sweeps, batch_size=10, progress=False)
+        clean = next(r for r in rows if r["perturbation"] == "clean")
+        assert clean["accuracy"] == pytest.approx(want) and want > 0, sweeps
+
+
+def raw_world(n: int = 30):
+    from modfuse import ContextViews
+
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(n, 3, 16, 16, generator=g)
+    mask = torch.zeros(n, 1, 16, 16)
+    mask[:, :, 3:12, 4:11] = 1
+    torch.manual_seed(0)
+    enc = {"name": "small_cnn", "width": 4, "depth": 2}
+    model = FusionModel({"fg": enc, "bg": enc}, num_classes=3, views=ContextViews(size=16))
+    for m in model.modules():  # statistics of this data, so the features vary between items
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = None
+    with torch.no_grad():
+        model.train()({"image": image, "mask": mask})
+        for p in model.fusion.parameters():
+            p.mul_(30)
+        # labels the model gets right: the attacks then have work to do
+        labels = model.eval()({"image": image, "mask": mask}).argmax(1)
+    return model, image, mask, labels
+
+
+def test_a_views_model_is_swept_on_data_holding_only_the_raw_image_and_mask():
+    """A dataset of raw images and masks (what a user's loader yields) gives the same rows
+    as one that also holds the views, with the default sanity checks on."""
+    model, image, mask, labels = raw_world()
+    sweeps = [
+        Sweep("fg_fgsm", FGSM(targets=("fg",)), [0.05, 0.2]),
+        Sweep("image_fgsm", FGSM(targets=("image",), ranges={"image": (0, 1)}), [0.05]),
+        Sweep("bg_blur", GaussianBlur(targets=("bg",)), [2.0]),
+    ]
+    raw = StackedDataset({"image": image, "mask": mask}, labels)
+    both = StackedDataset({"image": image, "mask": mask, **model.views(image, mask)}, labels)
+    got = robustness_sweep({"m": model}, raw, sweeps, batch_size=12, progress=False)
+    want = robustness_sweep({"m": model}, both, sweeps, batch_size=12, progress=False)
+    assert [r["correct"] for r in got] == [r["correct"] for r in want]
+    acc = {r["perturbation"]: r["accuracy"] for r in got if r["strength"] in (0.0, 0.2, 0.05)}
+    assert acc["clean"] == 1.0 and acc["fg_fgsm"] < 1.0  # the attack moved the views
+    assert got.flags == want.flags and got.checks == want.checks
+    fgsm = FGSM(eps=0.1, targets=("fg",))
+    assert feature_shift(model, raw, fgsm) == feature_shift(model, both, fgsm)
+
+
+def test_models_with_different_views_on_raw_data_are_refused():
+    from modfuse import ContextViews
+
+    model, image, mask, labels = raw_world()
+    other = FusionModel(
+        {"fg": {"name": "small_cnn", "width": 4, "depth": 2}},
+        num_classes=3,
+        views=ContextViews(size=16, margin=0.5),
+    )
+    raw = StackedDataset({"image": image, "mask": mask}, labels)
+    with pytest.raises(ValueError, match="must share one views setting"):
+        robustness_sweep({"a": model, "b": other}, raw, [], progress=False)

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from modfuse.attacks import FGSM, PGD
+from modfuse.data import StackedDataset
 from modfuse.evaluate import Sweep, robustness_sweep
 from modfuse.sanity import random_noise
+from modfuse.sweep_sanity import STOCHASTIC_SAMPLES, SampleRecord, head
 from tests.mlp_world import mlp_world
 
 N = 64
@@ -41,9 +43,65 @@ def test_probes_run_on_a_bounded_subsample_and_repeat_no_work():
     checked = encoder_calls(model, data, sweeps, sanity=True, sanity_samples=8)
     extra = checked - plain
     assert set(extra) == {8}, extra  # nothing on the full batch of 64
-    # Two calls for the stochastic check, one gradient shared by both attacks, one noisy
-    # call shared by both (same norm and eps); the attacks' accuracy comes from the sweep.
-    assert sum(extra.values()) == 4, extra
+    # Two calls for the stochastic check and one noisy call shared by both attacks (same
+    # norm and eps); the clean gradient is read off FGSM's gradient pass (PGD's is the same
+    # gradient) and the attacks' accuracy comes from the sweep.
+    assert sum(extra.values()) == 3, extra
+
+
+def test_without_an_fgsm_pass_the_probe_takes_the_gradient_itself():
+    model, data = setup()
+    sweeps = [Sweep("pgd", PGD(targets=("fg",), steps=5, seed=0), [0.1, 0.3])]
+    extra = encoder_calls(model, data, sweeps, sanity_samples=8) - encoder_calls(
+        model, data, sweeps, sanity=False
+    )
+    assert extra == Counter({8: 4}), extra  # stochastic 2, gradient 1, noise 1
+
+
+@pytest.mark.parametrize("region, calls", [(None, 3), ("mask", 4)])
+def test_a_gradient_zeroed_outside_a_region_is_not_reused(region, calls):
+    """FGSM's gradient with a region is zero outside it: not the probe's gradient, which is
+    then taken afresh (one encoder call more than without a region)."""
+    from modfuse import ContextViews, FusionModel
+
+    g = torch.Generator().manual_seed(1)
+    image = torch.rand(N, 3, 16, 16, generator=g)
+    mask = torch.zeros(N, 1, 16, 16)
+    mask[:, :, 4:12, 5:11] = 1
+    data = StackedDataset({"image": image, "mask": mask}, torch.randint(0, 3, (N,), generator=g))
+    torch.manual_seed(0)
+    enc = {"name": "small_cnn", "width": 4, "depth": 2}
+    model = FusionModel({"fg": enc, "bg": enc}, num_classes=3, views=ContextViews(size=16)).eval()
+    attack = FGSM(targets=("image",), ranges={"image": (0, 1)}, region=region)
+    sweeps = [Sweep("fgsm", attack, [0.1, 0.3])]
+    extra = encoder_calls(model, data, sweeps, sanity_samples=8) - encoder_calls(
+        model, data, sweeps, sanity=False
+    )
+    assert extra == Counter({8: calls}), extra
+
+
+def test_stochastic_check_on_a_few_items_and_the_noise_on_all_of_the_subsample():
+    model, data = setup()
+    sweeps = [Sweep("fgsm", FGSM(targets=("fg",)), [0.1, 0.3])]
+    extra = encoder_calls(model, data, sweeps) - encoder_calls(model, data, sweeps, sanity=False)
+    assert extra == Counter({STOCHASTIC_SAMPLES: 2, 32: 1}), extra  # default sanity_samples
+
+
+def test_the_reused_gradient_is_the_one_the_probe_would_take():
+    """The per-item gradient kept from FGSM's batch-mean loss equals each item's own loss
+    gradient, as the probe computes it on the subsample."""
+    model, data = setup()
+    record = SampleRecord(*head({"fg": data.tensors["fg"]}, data.labels, 8))
+    clean: dict = {}
+    FGSM(targets=("fg",)).sweep(
+        model, {"fg": data.tensors["fg"]}, data.labels, [0.1], clean_out=clean
+    )
+    record.note_gradient("m", FGSM(targets=("fg",)), {"fg": data.tensors["fg"]}, clean)
+    (kept,) = record.gradients.values()
+    leaf = data.tensors["fg"][:8].clone().requires_grad_(True)
+    loss = torch.nn.functional.cross_entropy(model({"fg": leaf}), data.labels[:8], reduction="sum")
+    (want,) = torch.autograd.grad(loss, leaf)
+    assert torch.allclose(kept["fg"], want, atol=1e-6)
 
 
 def test_sanity_samples_is_checked():

@@ -58,9 +58,11 @@ class FGSM(Attack):
         Equal to calling the attack once per strength (the gradient is taken at the clean
         input either way), at the cost of one backward pass instead of one per strength.
         ``fixed``: features of the untouched modalities, if the caller has computed them.
-        ``clean_out``: a dict that gets the clean ``logits`` (B, C) of the gradient pass and
-        the clean ``features`` of the target modalities (when they are modality inputs), so a
-        caller that needs the clean accuracy does not run that forward pass again.
+        ``clean_out``: a dict that gets the clean ``logits`` (B, C) of the gradient pass, the
+        clean ``features`` of the target modalities (when they are modality inputs) and the
+        ``gradients`` ``{target: (B, ...)}`` of the loss there (zero outside the region), so a
+        caller that needs the clean accuracy or the clean input gradient does not run that
+        pass again.
         """
         for s in strengths:
             check_strength(s, "eps")
@@ -68,7 +70,10 @@ class FGSM(Attack):
 
         def every_strength(ctx: AttackContext, x: dict[str, torch.Tensor]) -> list[dict]:
             ctx.clean_out = clean_out  # the gradient below is taken at the clean input
-            sign = {k: g.sign() for k, g in ctx.gradient(x).items()}
+            grad = ctx.gradient(x)
+            if clean_out is not None:
+                clean_out["gradients"] = grad
+            sign = {k: g.sign() for k, g in grad.items()}
             return [{k: ctx.clamp(k, x[k] + float(s) * sign[k]) for k in x} for s in strengths]
 
         advs = self.run(model, inputs, labels, every_strength, fixed)
