@@ -19,10 +19,10 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     return statistics.median(times)
 
 
-def interleaved_medians(
+def interleaved_times(
     cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1
-) -> dict[str, float]:
-    """Median wall time of each case, measured round-robin so that drift hits all alike."""
+) -> dict[str, list[float]]:
+    """Every wall time of each case, measured round-robin so that drift hits all alike."""
     for fn in cases.values():
         for _ in range(warmup):
             fn()
@@ -32,4 +32,12 @@ def interleaved_medians(
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
+    return times
+
+
+def interleaved_medians(
+    cases: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1
+) -> dict[str, float]:
+    """Median wall time of each case, measured round-robin so that drift hits all alike."""
+    times = interleaved_times(cases, repeats, warmup)
     return {name: statistics.median(v) for name, v in times.items()}

@@ -7,19 +7,24 @@ background encoded once per batch for the whole sweep, with its default sanity c
 probes on 32 items of the first batch). Also timed with ``sanity=False``, to give the checks'
 overhead.
 
-Run: python benchmarks/sweep.py [--n 256] [--batch 128]
+Prints the median and the fastest of the interleaved repeats: on a shared machine a run is
+only ever slowed down by other work, so the fastest runs are the steadier estimate of the cost
+of each side, and the medians are given beside them.
+
+Run: python benchmarks/sweep.py [--n 256] [--batch 128] [--repeats 9]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import interleaved_medians  # noqa: E402
+from _timing import interleaved_times  # noqa: E402
 
 from modfuse import FusionModel  # noqa: E402
 from modfuse.attacks import FGSM, TorchAttacksAdapter  # noqa: E402
@@ -34,7 +39,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     args = parser.parse_args()
     torch.manual_seed(0)
     enc = {"name": "small_cnn", "width": 32, "depth": 3}
@@ -66,17 +71,25 @@ def main() -> None:
 
     same = [r["correct"] for r in ours() if r["perturbation"] == "fgsm"] == naive()
     cases = {"naive": naive, "ours": ours, "unchecked": lambda: ours(sanity=False)}
-    t = interleaved_medians(cases, args.repeats)
+    times = interleaved_times(cases, args.repeats)
+    t = {name: statistics.median(v) for name, v in times.items()}
+    fastest = {name: min(v) for name, v in times.items()}
     print(
         f"FGSM sweep over {len(EPS)} eps, {args.n} images of {args.size}px, 2 x small_cnn, "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}, {args.repeats} interleaved repeats"
     )
-    print(f"naive sweep (attack + score per eps)   {t['naive']:7.3f} s")
-    print(f"modfuse robustness_sweep (+ clean)     {t['ours']:7.3f} s")
-    print(f"  the same with sanity=False           {t['unchecked']:7.3f} s")
-    print(f"ratio                                  {t['naive'] / t['ours']:7.2f}x")
+    print("                                        median    fastest")
+    for name, label in (
+        ("naive", "naive sweep (attack + score per eps)"),
+        ("ours", "modfuse robustness_sweep (+ clean)"),
+        ("unchecked", "  the same with sanity=False"),
+    ):
+        print(f"{label:38s} {t[name]:7.3f} s  {fastest[name]:7.3f} s")
+    ratio, ratio_fast = t["naive"] / t["ours"], fastest["naive"] / fastest["ours"]
+    print(f"ratio (goal >= 3x)                     {ratio:7.2f}x  {ratio_fast:7.2f}x")
     overhead = 100 * (t["ours"] / t["unchecked"] - 1)
-    print(f"sanity checks' overhead                {overhead:6.1f} %")
+    overhead_fast = 100 * (fastest["ours"] / fastest["unchecked"] - 1)
+    print(f"sanity checks' overhead (goal <= 15%)  {overhead:6.1f} %  {overhead_fast:6.1f} %")
     print(f"same accuracies: {same}")
 
 
