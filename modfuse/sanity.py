@@ -71,7 +71,8 @@ def dead_gradient_flags(
         if g is None:
             dead = torch.ones(n, dtype=torch.bool)
         else:
-            dead = g.flatten(1).abs().amax(1) < 1e-12
+            # in float32: 1e-12 is 0 in float16, where no gradient would ever count as dead
+            dead = g.detach().flatten(1).abs().amax(1).float() < 1e-12
         if float(dead.float().mean()) > 0.5:
             flags.append(
                 Flag(

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from modfuse.validation import check_finite
+
 if TYPE_CHECKING:
     from modfuse.sweep_work import SweptModel
 
@@ -22,25 +24,44 @@ def _with_views(models: Mapping[str, SweptModel], batch: dict) -> dict:
     the model's own forward on the raw keys.
 
     Raises:
-        ValueError: models needing them have views of different settings (one batch cannot
-            hold both).
+        ValueError: the data holds some of a model's views but not all (the clean pass would
+            mix the data's with computed ones); models needing them have views of different
+            settings (one batch cannot hold both); or a model without views takes a view the
+            data lacks (it would read another model's views).
     """
-    needing = [
-        m.views
-        for m in models.values()
-        if m.views is not None
-        and all(k in batch for k in m.views.input_keys)
-        and any(k not in batch for k in m.views.output_keys if k in m.modalities)
-    ]
+    needing = {}
+    for name, m in models.items():
+        if m.views is None or not all(k in batch for k in m.views.input_keys):
+            continue
+        wanted = [k for k in m.views.output_keys if k in m.modalities]
+        held = [k for k in wanted if k in batch]
+        if held and len(held) < len(wanted):
+            raise ValueError(
+                f"model {name!r}: the data holds the view(s) {held} but not "
+                f"{sorted(set(wanted) - set(held))}; give every view the model takes, or only "
+                f"the raw {list(m.views.input_keys)} for the model's views to make them"
+            )
+        if not held:
+            needing[name] = m.views
     if not needing:
         return batch
-    settings = {json.dumps(v.config(), sort_keys=True) for v in needing}
+    settings = {json.dumps(v.config(), sort_keys=True) for v in needing.values()}
     if len(settings) > 1:
         raise ValueError(
             "models evaluated together on raw images (no fg / bg in the data) must share one "
             f"views setting, since the views are computed once per batch; got {sorted(settings)}"
         )
-    views = needing[0]
+    views = next(iter(needing.values()))
+    for name, m in models.items():
+        borrowed = [k for k in views.output_keys if k in m.modalities and k not in batch]
+        if m.views is None and borrowed:
+            raise ValueError(
+                f"model {name!r} has no views and takes {borrowed}, which the data does not "
+                f"hold (only the raw {list(views.input_keys)}); give it the same views as "
+                f"{sorted(needing)}, or data that holds {borrowed}"
+            )
+    image = views.input_keys[0]
+    check_finite(image, batch[image], what="input")  # named as the data holds it
     with torch.no_grad():
         made = views(*(batch[k] for k in views.input_keys))
     return {**batch, **{k: v for k, v in made.items() if k not in batch}}

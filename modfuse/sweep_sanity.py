@@ -67,13 +67,17 @@ class SampleRecord:
     ) -> None:
         """Keep the clean input gradient that ``attack``'s sweep left in ``clean`` (its
         ``clean_out``), where it is the gradient the probe would take: the default
-        cross-entropy (mean over the batch), untargeted, with no region zeroing parts of it."""
+        cross-entropy (mean over the batch), untargeted, with no region zeroing parts of it,
+        and not in float16."""
         grads = clean.get("gradients")
         if (
             not grads
             or attack.loss_fn is not cross_entropy
             or attack.targeted
             or attack.region is not None
+            # A float16 gradient of the batch-mean loss can underflow to 0 where each item's
+            # own loss gradient does not: the probe then takes its own.
+            or any(g.dtype == torch.float16 for g in grads.values())
         ):
             return
         targets = _float_targets(attack, inputs)

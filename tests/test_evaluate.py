@@ -245,3 +245,27 @@ def test_models_with_different_views_on_raw_data_are_refused():
     raw = StackedDataset({"image": image, "mask": mask}, labels)
     with pytest.raises(ValueError, match="must share one views setting"):
         robustness_sweep({"a": model, "b": other}, raw, [], progress=False)
+
+
+def test_raw_data_holding_some_views_or_feeding_a_model_without_views_is_refused():
+    """The clean pass would mix the data's fg with a computed bg, and a model without views
+    would read another model's views: both are refused by name."""
+    model, image, mask, labels = raw_world()
+    partial = StackedDataset({"image": image, "mask": mask, "fg": image}, labels)
+    with pytest.raises(ValueError, match=r"holds the view\(s\) \['fg'\] but not \['bg'\]"):
+        robustness_sweep({"m": model}, partial, [], progress=False)
+    plain = FusionModel(
+        {m: {"name": "small_cnn", "width": 4, "depth": 2} for m in ("fg", "bg")}, num_classes=3
+    )
+    raw = StackedDataset({"image": image, "mask": mask}, labels)
+    with pytest.raises(ValueError, match="model 'plain' has no views and takes"):
+        robustness_sweep({"m": model, "plain": plain}, raw, [], progress=False)
+
+
+def test_a_nan_in_the_raw_image_is_named_as_the_data_holds_it():
+    model, image, mask, labels = raw_world()
+    image = image.clone()
+    image[0, 0, 0, 0] = float("nan")
+    raw = StackedDataset({"image": image, "mask": mask}, labels)
+    with pytest.raises(ValueError, match="input 'image' holds 1 NaN"):
+        robustness_sweep({"m": model}, raw, [], progress=False)

@@ -127,3 +127,13 @@ def test_flags_reach_the_report(tmp_path):
     )
     text = write_report(tmp_path, result).read_text()
     assert "vanishing_gradient" in text and "BPDA" in text
+
+
+def test_vanishing_gradient_is_flagged_in_every_float_dtype():
+    """In float16 the threshold 1e-12 is 0, so a zero gradient was never below it."""
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        model = model_with(Quantized()).to(dtype)
+        data = data_labelled_by(model_with(Quantized()))
+        sweeps = [Sweep("fgsm", FGSM(targets=("fg",)), [0.3])]
+        result = robustness_sweep({"q": model}, data, sweeps, batch_size=N, progress=False)
+        assert "vanishing_gradient" in checks(result), dtype

@@ -120,3 +120,17 @@ def test_random_noise_has_the_attacks_norm_and_size():
     x["mask"][:, :, :2] = 1
     region = random_noise(FGSM(targets=("fg",), region="mask"), x, ["fg"], 0.1)["fg"] - x["fg"]
     assert float(region[:, :, 2:].abs().max()) == 0 and float(region[:, :, :2].abs().min()) > 0
+
+
+@pytest.mark.parametrize("dtype, calls", [(torch.float32, 3), (torch.float16, 4)])
+def test_a_float16_gradient_is_not_reused(dtype, calls):
+    """FGSM's float16 gradient of the batch-mean loss can underflow where each item's own
+    does not: the probe takes its own (one encoder call more)."""
+    model, data = setup()
+    model = model.to(dtype)
+    data = StackedDataset({"fg": data.tensors["fg"].to(dtype)}, data.labels)
+    sweeps = [Sweep("fgsm", FGSM(targets=("fg",)), [0.1, 0.3])]
+    extra = encoder_calls(model, data, sweeps, sanity_samples=8) - encoder_calls(
+        model, data, sweeps, sanity=False
+    )
+    assert extra == Counter({8: calls}), extra
