@@ -4,8 +4,9 @@ Naive: each eps is a separate attack on the full model (every step recomputes bo
 branches, as a single-input attack library does) followed by a full forward pass to score it.
 modfuse: one gradient for all five eps (FGSM's direction does not depend on eps), the
 background encoded once per batch for the whole sweep, with its default sanity checks (model
-probes on 32 items of the first batch). Also timed with ``sanity=False``, to give the checks'
-overhead.
+probes on 32 items of the first batch, which read FGSM's clean gradient and the clean features
+from the sweep itself; the stochastic check on 8 of them). Also timed with ``sanity=False``,
+to give the checks' overhead.
 
 Prints the median and the fastest of the interleaved repeats: on a shared machine a run is
 only ever slowed down by other work, so the fastest runs are the steadier estimate of the cost
