@@ -1,7 +1,8 @@
 """Draw the docs' result figures from the output folder of the reference example.
 
 The figures come from a finished run, never from numbers typed into a script, so what the docs
-show is what ``python examples/coco_context_fusion.py --quick --out DIR`` measured. Read from
+show is what ``python examples/coco_context_fusion.py --out DIR`` measured (the docs' figures
+come from that full 3-seed run; a ``--quick`` run draws the same figures from 1 seed). Read from
 ``DIR``: ``report/results.csv`` (the accuracy rows; the ``seed="mean"`` rows are plotted),
 ``report/results.json`` (``feature_shift``), ``report/manifest.json`` (``settings``) and the
 synthetic test images of ``data/distinct``. Nothing is downloaded.
@@ -103,9 +104,15 @@ def band(r: dict) -> tuple[float, float]:
 
 
 def band_note(rows: Sequence[dict]) -> str:
-    """What the bands of ``rows`` are, for a title: figures from 1 and from 3 seeds differ."""
-    seeds = int(max((r["seeds"] for r in rows), default=1))
-    return f"band: ± std over {seeds} seeds" if seeds > 1 else "band: 95% Wilson interval (1 seed)"
+    """What the bands of ``rows`` are, for a title: figures from 1 and from 3 seeds differ, and
+    one figure may mix rows of every seed with rows of the first seed only."""
+    counts = sorted({int(r["seeds"]) for r in rows}) or [1]
+    seeds = counts[-1]
+    if seeds == 1:
+        return "band: 95% Wilson interval (1 seed)"
+    if len(counts) == 1:
+        return f"band: ± std over {seeds} seeds"
+    return f"band: ± std over {seeds} seeds / Wilson 95% (1 seed)"
 
 
 def subsample_world(rows: Sequence[dict], world: str = "distinct") -> str | None:
