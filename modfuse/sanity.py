@@ -38,6 +38,11 @@ def stochastic_flags(name: str, first: torch.Tensor, second: torch.Tensor) -> li
     return [Flag("stochastic_model", name, f"max difference {gap:.3g} between two calls")]
 
 
+def float_targets(attack: Any, inputs: Mapping[str, Any]) -> list[str]:
+    """The attack's targets that are floating-point inputs (those with an input gradient)."""
+    return [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
+
+
 def gradient_flags(
     name: str,
     model: torch.nn.Module,
@@ -189,7 +194,7 @@ def check_model(
         for attack, strength in attacks:
             if not attack.uses_gradients:
                 continue
-            targets = [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
+            targets = float_targets(attack, inputs)
             if not targets or strength <= 0:
                 continue
             if tuple(targets) not in probed:  # the clean gradient is the same for every attack

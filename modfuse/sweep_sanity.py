@@ -23,6 +23,7 @@ from modfuse.sanity import (
     Flag,
     attack_meta,
     dead_gradient_flags,
+    float_targets,
     gradient_flags,
     noise_flags,
     random_noise,
@@ -80,7 +81,7 @@ class SampleRecord:
             or any(g.dtype == torch.float16 for g in grads.values())
         ):
             return
-        targets = _float_targets(attack, inputs)
+        targets = float_targets(attack, inputs)
         if not targets or any(t not in grads for t in targets):
             return
         n = len(next(iter(grads.values())))
@@ -92,11 +93,6 @@ class SampleRecord:
     def keep_features(self, store: Mapping[tuple, torch.Tensor]) -> None:
         """Keep the clean features in a sweep memo's ``store``, cut to the subsample."""
         self.features = {k: f[: self.keep] for k, f in store.items() if k[2] == "clean"}
-
-
-def _float_targets(attack: Any, inputs: Mapping[str, Any]) -> list[str]:
-    """The attack's targets that are floating-point inputs (those with an input gradient)."""
-    return [t for t in attack.targets if t in inputs and inputs[t].is_floating_point()]
 
 
 def _gradient_key(name: str, targets: Sequence[str], inputs: Mapping[str, Any]) -> tuple:
@@ -159,7 +155,7 @@ def probe_models(
             if not (attack.uses_gradients and s.source is None and _targets_of(model, attack)):
                 continue  # transfer and gradient-free attacks: no gradient of this model to probe
             inputs = _inputs_for(model, batch, attack)
-            targets = _float_targets(attack, inputs)
+            targets = float_targets(attack, inputs)
             eps = max(float(v) for v in s.strengths)
             if not targets or eps <= 0:
                 continue
