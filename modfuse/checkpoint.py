@@ -4,7 +4,7 @@ One import path for everything modfuse persists; the work is done in smaller mod
 importing only those below it:
 
 - :mod:`modfuse.tensor_files`: tensor and JSON files (``save_tensors``, ``load_tensors``,
-  atomic writes, shape checks);
+  shape and dtype checks), written atomically by :mod:`modfuse.file_writes`;
 - :mod:`modfuse.legacy_weights`: legacy ``.pth`` / ``.pth.tar`` files (torchvision, Places365),
   read only through ``torch.load(weights_only=True)``, which refuses any file that carries code;
 - :mod:`modfuse.model_files`: a saved FusionModel's folder (what ``FusionModel.save`` writes);
@@ -13,11 +13,11 @@ importing only those below it:
 
 from __future__ import annotations
 
-from modfuse.legacy_weights import _numpy_scalar_globals as _numpy_scalar_globals
-from modfuse.legacy_weights import extract_state_dict
+from modfuse.legacy_weights import extract_state_dict, numpy_scalar_globals
 from modfuse.model import FusionModel
 from modfuse.model_files import MODEL_FORMAT
 from modfuse.tensor_files import (
+    FileWriteError,
     PathLike,
     atomic_write_bytes,
     atomic_write_json,
@@ -25,6 +25,7 @@ from modfuse.tensor_files import (
     load_tensors,
     read_json,
     save_tensors,
+    saved_dtypes,
     saved_shapes,
 )
 from modfuse.train_state import TrainState
@@ -66,6 +67,7 @@ def load_model(directory: PathLike) -> FusionModel:
 
 __all__ = [
     "MODEL_FORMAT",
+    "FileWriteError",
     "PathLike",
     "TrainState",
     "atomic_write_bytes",
@@ -74,8 +76,10 @@ __all__ = [
     "extract_state_dict",
     "load_model",
     "load_tensors",
+    "numpy_scalar_globals",
     "read_json",
     "save_model",
     "save_tensors",
+    "saved_dtypes",
     "saved_shapes",
 ]

@@ -137,7 +137,7 @@ def check_resume_fits(model: nn.Module, out: Path) -> None:
     Raises:
         ValueError: the checkpoint holds other tensors or shapes (another architecture).
     """
-    from modfuse.tensor_files import check_state_fits, read_json, saved_shapes
+    from modfuse.tensor_files import check_state_fits, read_json, saved_dtypes, saved_shapes
 
     latest = out / "checkpoints" / "latest.json"
     if not latest.is_file():
@@ -147,13 +147,15 @@ def check_resume_fits(model: nn.Module, out: Path) -> None:
     if not isinstance(folder, str) or Path(folder).name != folder:
         raise ValueError(f"{latest} names no checkpoint folder (got {entry!r})")
     weights = out / "checkpoints" / folder / "model.safetensors"
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    state = model.state_dict()
     check_state_fits(
-        expected,
+        {k: tuple(v.shape) for k, v in state.items()},
         saved_shapes(weights),
         f"cannot resume {out}: its checkpoint was trained with another architecture than the "
         "model this config builds; resume with the config saved in the run folder, or start a "
         "new run with --out",
+        expected_dtypes={k: v.dtype for k, v in state.items()},
+        saved_dtypes=saved_dtypes(weights),
     )
 
 

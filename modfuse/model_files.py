@@ -22,10 +22,14 @@ from modfuse.tensor_files import (
     load_tensors,
     read_json,
     save_tensors,
+    saved_dtypes,
     saved_shapes,
 )
 
 MODEL_FORMAT = "modfuse.FusionModel"
+
+#: The config.json version :func:`write_model` writes, the newest :func:`read_model` reads.
+MODEL_VERSION = 1
 
 M = TypeVar("M", bound=nn.Module)
 
@@ -63,14 +67,15 @@ def write_model(
     save_tensors(directory / "model.safetensors", state, {"format": MODEL_FORMAT})
     spec = {**spec, "encoders": {m: _without_weight_files(s) for m, s in spec["encoders"].items()}}
     atomic_write_json(
-        directory / "config.json", {"format": MODEL_FORMAT, "version": 1, "model": spec}
+        directory / "config.json",
+        {"format": MODEL_FORMAT, "version": MODEL_VERSION, "model": spec},
     )
 
 
-def _meta_shapes(
+def _meta_state(
     spec: Mapping[str, Any], build: Callable[[dict[str, Any]], nn.Module]
-) -> dict[str, tuple[int, ...]] | None:
-    """The state shapes of the model ``spec`` describes, built on the meta device (nothing is
+) -> dict[str, torch.Tensor] | None:
+    """The state of the model ``spec`` describes, built on the meta device (nothing is
     allocated, however large ``num_classes`` is); None when a component cannot be built there.
     """
     try:
@@ -80,15 +85,33 @@ def _meta_shapes(
         raise  # an unregistered component: read_model explains
     except Exception:  # a component whose constructor needs real tensors: checked after
         return None
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return dict(model.state_dict())
+
+
+def _check_version(config: Mapping[str, Any], config_path: Path) -> None:
+    # A newer modfuse may store what this one would misread: refuse rather than guess.
+    version = config.get("version")
+    if type(version) is int and version > MODEL_VERSION:
+        raise ValueError(
+            f"{config_path} has config version {version}, newer than this modfuse supports "
+            f"(versions up to {MODEL_VERSION}): it was saved by a newer modfuse; upgrade "
+            "modfuse to load it"
+        )
+    if type(version) is not int or version < 1:
+        raise ValueError(
+            f"{config_path} has config version {version!r}; expected an integer from 1 to "
+            f"{MODEL_VERSION}, as modfuse writes"
+        )
 
 
 def read_model(directory: PathLike, build: Callable[[dict[str, Any]], M]) -> M:
     """Rebuild a model written by :func:`write_model`.
 
-    The tensors' names and shapes in ``model.safetensors`` are checked against the model that
-    ``config.json`` describes (built first on the meta device) before any weight is allocated:
-    a ``num_classes`` of 10**12 in an edited config.json fails here, not in the allocator.
+    The tensors' names, shapes and dtypes in ``model.safetensors`` are checked against the
+    model that ``config.json`` describes (built first on the meta device) before any weight is
+    allocated: a ``num_classes`` of 10**12 in an edited config.json fails here, not in the
+    allocator, and a weight whose dtype was changed in the file's header is refused rather
+    than converted.
 
     Args:
         directory: The model's folder.
@@ -97,7 +120,8 @@ def read_model(directory: PathLike, build: Callable[[dict[str, Any]], M]) -> M:
     Raises:
         FileNotFoundError: a file is missing.
         KeyError: the config names a component not registered in this process.
-        ValueError: the config is not a saved FusionModel's, or the weights do not fit it.
+        ValueError: the config is not a saved FusionModel's (or is of a newer version), or the
+            weights do not fit it (names, shapes, dtypes).
     """
     directory = Path(directory)
     config_path = directory / "config.json"
@@ -106,19 +130,20 @@ def read_model(directory: PathLike, build: Callable[[dict[str, Any]], M]) -> M:
     config = read_json(config_path)
     if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
         raise ValueError(f"{config_path} is not a {MODEL_FORMAT} config")
+    _check_version(config, config_path)
     spec = config.get("model")
     if not isinstance(spec, dict):
         raise ValueError(f"{config_path}: expected a 'model' mapping, got {type(spec).__name__}")
     weights = directory / "model.safetensors"
-    saved = saved_shapes(weights)
+    saved, dtypes = saved_shapes(weights), saved_dtypes(weights)
     what = (
         f"{weights} does not fit the model {config_path} describes (num_classes="
         f"{spec.get('num_classes')!r}, fusion_dim={spec.get('fusion_dim')!r})"
     )
     try:
-        expected = _meta_shapes(spec, build)
+        expected = _meta_state(spec, build)
         if expected is not None:
-            check_state_fits(expected, saved, what)
+            _check_fits(expected, saved, dtypes, what)
         model = build(dict(spec))
     except KeyError as err:
         raise KeyError(
@@ -127,6 +152,21 @@ def read_model(directory: PathLike, build: Callable[[dict[str, Any]], M]) -> M:
         ) from err
     except TypeError as err:
         raise ValueError(f"cannot rebuild the model in {config_path}: {err}") from err
-    check_state_fits({k: tuple(v.shape) for k, v in model.state_dict().items()}, saved, what)
+    _check_fits(model.state_dict(), saved, dtypes, what)
     model.load_state_dict(load_tensors(weights), strict=True)
     return model
+
+
+def _check_fits(
+    state: Mapping[str, torch.Tensor],
+    saved: Mapping[str, tuple[int, ...]],
+    dtypes: Mapping[str, torch.dtype | str],
+    what: str,
+) -> None:
+    check_state_fits(
+        {k: tuple(v.shape) for k, v in state.items()},
+        saved,
+        what,
+        expected_dtypes={k: v.dtype for k, v in state.items()},
+        saved_dtypes=dtypes,
+    )

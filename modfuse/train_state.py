@@ -22,9 +22,12 @@ from torch.optim.lr_scheduler import LRScheduler
 from modfuse.tensor_files import (
     PathLike,
     atomic_write_json,
+    check_state_fits,
     load_tensors,
     read_json,
     save_tensors,
+    saved_dtypes,
+    saved_shapes,
 )
 
 
@@ -134,7 +137,9 @@ class TrainState:
 
         Raises:
             ValueError: the folder holds a scheduler's state and this state has no scheduler,
-                or the other way round.
+                or the other way round; or its ``model.safetensors`` does not hold the model's
+                tensors (names, shapes, dtypes: a dtype edited in the header is refused, not
+                converted).
         """
         folder = Path(folder)
         state = read_json(folder / "state.json")
@@ -146,7 +151,16 @@ class TrainState:
                 f"{folder} {held} learning-rate scheduler state, but this TrainState {given}: "
                 "resume with the scheduler setting the run was started with"
             )
-        self.model.load_state_dict(load_tensors(folder / "model.safetensors"))
+        weights, own = folder / "model.safetensors", self.model.state_dict()
+        check_state_fits(
+            {k: tuple(v.shape) for k, v in own.items()},
+            saved_shapes(weights),
+            f"cannot resume from {weights}: it does not hold the tensors of the model being "
+            "trained",
+            expected_dtypes={k: v.dtype for k, v in own.items()},
+            saved_dtypes=saved_dtypes(weights),
+        )
+        self.model.load_state_dict(load_tensors(weights))
         opt = optimizer_from_tensors(
             load_tensors(folder / "optimizer.safetensors"), state.pop("optimizer")
         )

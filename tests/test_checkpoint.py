@@ -202,6 +202,7 @@ def _closure(module: str) -> set[str]:
     [
         "modfuse.checkpoint",
         "modfuse.tensor_files",
+        "modfuse.file_writes",
         "modfuse.legacy_weights",
         "modfuse.model_files",
         "modfuse.train_state",
@@ -229,6 +230,7 @@ def test_the_file_layer_knows_no_model():
     # model.py saves through model_files; model_files and below must never reach model.py.
     assert "modfuse.checkpoint" not in _imports("modfuse.model")
     assert "modfuse.model_files" in _imports("modfuse.model")
-    for module in ("modfuse.tensor_files", "modfuse.legacy_weights", "modfuse.model_files"):
+    layer = ("tensor_files", "file_writes", "legacy_weights", "model_files")
+    for module in (f"modfuse.{m}" for m in layer):
         reached = _closure(module)
         assert "modfuse.model" not in reached and "modfuse.checkpoint" not in reached, module

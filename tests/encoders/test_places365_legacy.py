@@ -33,7 +33,7 @@ import timm
 import torch
 import torchvision
 
-from modfuse.checkpoint import _numpy_scalar_globals, extract_state_dict, load_tensors
+from modfuse.checkpoint import extract_state_dict, load_tensors, numpy_scalar_globals
 from modfuse.encoders.timm import TimmEncoder
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
@@ -263,7 +263,7 @@ def test_replica_reproduces_the_reported_error(replica):
     # Today's safe default first refuses the numpy scalar; allowed, it hits the same byte.
     with pytest.raises(pickle.UnpicklingError, match="GLOBAL numpy.core.multiarray.scalar"):
         torch.load(replica, map_location="cpu", weights_only=True)
-    with torch.serialization.safe_globals(_numpy_scalar_globals()):
+    with torch.serialization.safe_globals(numpy_scalar_globals()):
         with pytest.raises(UnicodeDecodeError, match="'utf-8' codec can't decode byte 0xc3"):
             torch.load(replica, map_location="cpu", weights_only=True)
 
