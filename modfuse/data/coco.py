@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -17,19 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from modfuse.data.coco_checks import (
-    check_unique_ids,
-    read_image,
-    segmentation_problem,
-    segmentation_warning,
-)
+from modfuse.data.coco_checks import read_image, segmentation_problem, segmentation_warning
+from modfuse.data.coco_load import image_files_digest, load_coco
 from modfuse.data.coco_select import select_items
 from modfuse.views import ContextViews
 
 #: What ``CocoContext(hide_instances=...)`` paints over besides the item itself.
 HIDE_INSTANCES = ("category", "item", "all")
 #: Bumped when reading or selection changes what a dataset yields (part of ``fingerprint``).
-READER_VERSION = 2
+READER_VERSION = 3
 
 
 def coco_splits(root: str | os.PathLike, **kwargs: Any) -> tuple[CocoContext, CocoContext]:
@@ -59,11 +53,14 @@ class CocoContext(Dataset):
     an unknown image or category) are skipped and counted in ``skipped``, never given a label.
     Bad segmentations are found when the dataset is built (see
     :data:`modfuse.data.coco_checks.SEGMENTATION_PROBLEMS`: wrong type, polygons of fewer than
-    3 points, an RLE of another size than its image, a mask that would be empty), skipped,
-    counted in ``skipped`` under that reason, their ids kept in ``skipped_ids``, with a
-    warning naming the annotation file and the first ids. A mask that still decodes empty
-    raises a ValueError naming the image file and the annotation id. Two images with one id
-    are an error (pycocotools would keep the last).
+    3 points, polygon points more than one image size outside the image, an RLE of another
+    size than its image, a mask that would be empty), skipped, counted in ``skipped`` under
+    that reason, their ids kept in ``skipped_ids``, with a warning naming the annotation file
+    and the first ids. A mask that still decodes empty raises a ValueError naming the image
+    file and the annotation id. A file that is not COCO's layout (two images with one id, a
+    ``null`` entry, a missing ``image_id``, an ``area`` that is no number, a ``file_name``
+    that is absolute or climbs out of ``image_dir``...) is a ValueError naming the file, the
+    entry and the field (:func:`modfuse.data.coco_load.check_structure`).
 
     Real images often hold several instances of the item's class; the background view would
     show the others and give the class away. ``hide_instances`` paints them over in the
@@ -91,6 +88,8 @@ class CocoContext(Dataset):
         views: The front end that makes ``fg`` / ``bg``; default ``ContextViews(size=size)``.
         hide_instances: Other instances painted over in the image: ``"category"`` (those of
             the item's category), ``"all"`` (every other annotation) or ``"item"`` (none).
+        hash_images: :meth:`fingerprint` hashes the bytes of every image file used (reads them
+            all); by default it hashes their sizes and modification times.
 
     Examples:
         >>> import tempfile
@@ -114,26 +113,21 @@ class CocoContext(Dataset):
         image_size: int | None = None,
         views: ContextViews | None = None,
         hide_instances: Literal["category", "item", "all"] = "category",
+        hash_images: bool = False,
     ) -> None:
-        from pycocotools.coco import COCO
-
         if hide_instances not in HIDE_INSTANCES:
             raise ValueError(
                 f"hide_instances must be one of {list(HIDE_INSTANCES)}, got {hide_instances!r}"
             )
         self.hide_instances = hide_instances
+        self.hash_images = hash_images
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         if not self.ann_file.is_file():
             raise FileNotFoundError(f"annotation file {self.ann_file} not found")
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image folder {self.image_dir} not found")
-        try:
-            with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-                self.coco = COCO(str(self.ann_file))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{self.ann_file} is not valid JSON: {err}") from err
-        check_unique_ids(self.coco.dataset, self.ann_file)
+        self.coco = load_coco(self.ann_file)
         self.views = views or ContextViews(size=size)
         self.image_size = image_size
         self.min_area = min_area
@@ -180,10 +174,23 @@ class CocoContext(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def fingerprint(self) -> str:
-        """A hash of what determines the items: annotations, folder and settings."""
+    def fingerprint(self, hash_images: bool | None = None) -> str:
+        """A hash of what determines the items: annotations, folder, image files and settings.
+
+        Each image file that holds an item enters with its size and ``st_mtime_ns``, so a
+        rewritten image changes the fingerprint (and a feature cache recomputes). A rewrite
+        that keeps size and modification time is found only with ``hash_images``.
+
+        Args:
+            hash_images: Hash the image files' bytes too; None takes the dataset's setting.
+        """
+        if hash_images is None:
+            hash_images = self.hash_images
         h = hashlib.sha256()
         h.update(hashlib.sha256(self.ann_file.read_bytes()).digest())
+        used = sorted({ann["image_id"] for ann in self.items})
+        paths = [self.image_dir / self.coco.imgs[i]["file_name"] for i in used]
+        h.update(image_files_digest(paths, contents=hash_images).encode())
         settings = [
             str(self.image_dir.resolve()),
             self.category_ids,

@@ -2,7 +2,8 @@
 
 pycocotools trusts its input: it keeps the last of two images with one id, reads a polygon of
 four numbers as a box, decodes an RLE at its own ``size`` whatever the image's, and fills a
-mask from memory it never wrote when an RLE's run lengths do not add up to ``height * width``.
+mask from memory it never wrote when an RLE's run lengths do not add up to ``height * width``,
+and ends the process (SIGSEGV) on a polygon with coordinates near 4e8.
 These checks find such annotations before anything is decoded. PIL clips 16-bit pixels to
 white in ``convert("RGB")`` and decodes images up to twice its bomb limit: :func:`read_image`
 reads both right.
@@ -27,12 +28,19 @@ SEGMENTATION_PROBLEMS = {
     "bad_segmentation": "not a list of polygons (each >= 3 points, an even count of finite "
     "numbers) nor an RLE whose run lengths add up to height * width",
     "rle_size_mismatch": "RLE 'size' differs from the image's [height, width]",
+    "coordinates_out_of_range": "a polygon point lies more than one image size outside the "
+    "image (x outside [-width, 2 * width] or y outside [-height, 2 * height]) or beyond "
+    "1e7 pixels: pycocotools' integer rasterizer overflows and crashes the process on such "
+    "coordinates",
     "empty_mask": "its mask is empty (the object lies wholly outside the image, or has no area)",
     "image_without_size": "its image entry has no positive integer 'height' and 'width'",
 }
 
 #: Polygons whose clipped box is smaller than this (pixels) are rasterized to find empty masks.
 _SMALL_BOX = 16.0
+#: Largest polygon coordinate magnitude (pixels) accepted whatever the image size. pycocotools
+#: rasterizes at 5x in 32-bit integers: a polygon to 4e8 ends the process with SIGSEGV.
+MAX_COORDINATE = 1e7
 
 
 def read_image(path: Path) -> torch.Tensor:
@@ -125,10 +133,12 @@ def segmentation_problem(segmentation: Any, height: Any, width: Any) -> str | No
         True
         >>> segmentation_problem([[1, 1, 9, 9]], 10, 10)  # 2 points: pycocotools sees a box
         'bad_segmentation'
-        >>> segmentation_problem([[20, 20, 30, 20, 30, 30]], 10, 10)
+        >>> segmentation_problem([[12, 12, 18, 12, 18, 18]], 10, 10)  # right of the image
         'empty_mask'
         >>> segmentation_problem({"size": [12, 10], "counts": [0, 120]}, 10, 10)
         'rle_size_mismatch'
+        >>> segmentation_problem([[0, 0, 3e9, 0, 3e9, 3e9, 0, 3e9]], 10, 10)  # would crash
+        'coordinates_out_of_range'
     """
     if not (_is_size(height) and _is_size(width)):
         return "image_without_size"
@@ -223,6 +233,12 @@ def _polygon_problem(rings: list[Any], height: int, width: int) -> str | None:
             return "bad_segmentation"
         xs += ring[0::2]
         ys += ring[1::2]
+    # One image size of slack keeps real data (points a little outside the image) and refuses
+    # what no annotation tool writes, before pycocotools' int32 arithmetic sees it.
+    x_ok = -width <= min(xs) and max(xs) <= 2 * width
+    y_ok = -height <= min(ys) and max(ys) <= 2 * height
+    if not (x_ok and y_ok) or max(map(abs, xs + ys)) > MAX_COORDINATE:
+        return "coordinates_out_of_range"
     x0, x1, y0, y1 = max(min(xs), 0), min(max(xs), width), max(min(ys), 0), min(max(ys), height)
     if x1 <= x0 or y1 <= y0:
         return "empty_mask"  # wholly outside the image, or flat
