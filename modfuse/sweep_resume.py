@@ -17,6 +17,8 @@ from torch.utils.data import Dataset
 from modfuse import distributed as dist_utils
 from modfuse.attacks.keys import perturbation_key
 from modfuse.data.cache import module_hash
+from modfuse.data.contracts import CacheableModel
+from modfuse.sweep_tally import Tally
 from modfuse.tensor_files import atomic_write_json
 
 
@@ -47,7 +49,12 @@ class ResumeFile:
             self.path = None
             return
         what = {
-            "models": {n: module_hash(m) for n, m in models.items()},
+            "format": 2,  # counts per class and predictions (format 1: correct answers only)
+            # Spec too: models differing only in settings that are no tensors (views) differ.
+            "models": {
+                n: module_hash(m, m.spec if isinstance(m, CacheableModel) else None)
+                for n, m in models.items()
+            },
             "data": dataset_fingerprint(data),
             "sweeps": [
                 [s.name, key, [float(v) for v in s.strengths], s.source]
@@ -59,30 +66,23 @@ class ResumeFile:
         }
         self.key = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
-    def load(self, correct: dict) -> tuple[int, int]:
-        """Fill ``correct`` from a matching file; returns (batches done, items counted)."""
+    def load(self, tally: Tally) -> int:
+        """Fill ``tally`` from a matching file; returns the number of batches done."""
         if self.path is None or not self.path.is_file():
-            return 0, 0
+            return 0
         try:
             saved = json.loads(self.path.read_text())
         except (OSError, json.JSONDecodeError):
-            return 0, 0  # unreadable: start over
+            return 0  # unreadable: start over
         if saved.get("key") != self.key:
-            return 0, 0  # another sweep's file: start over (it is overwritten)
-        for (n, p, v), c in saved["correct"]:
-            correct[(n, p, float(v))] = c
-        return int(saved["batches"]), int(saved["total"])
+            return 0  # another sweep's file: start over (it is overwritten)
+        tally.load_state(saved["counts"])
+        return int(saved["batches"])
 
-    def save(self, batches: int, correct: dict, total: int) -> None:
+    def save(self, batches: int, tally: Tally) -> None:
         if self.path is not None:
             atomic_write_json(
-                self.path,
-                {
-                    "key": self.key,
-                    "batches": batches,
-                    "total": total,
-                    "correct": [[list(k), c] for k, c in correct.items()],
-                },
+                self.path, {"key": self.key, "batches": batches, "counts": tally.state()}
             )
 
     def remove(self) -> None:

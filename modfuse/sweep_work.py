@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch.utils.data import Dataset
 
-from modfuse.data.cache import FeatureDataset, module_hash
+from modfuse.data.cache import FeatureDataset
+from modfuse.data.hashing import feature_identity
 from modfuse.devices import model_device, model_dtype
 from modfuse.feature_head import FeatureHead
 from modfuse.model import FusionModel
 from modfuse.protocols import MultimodalModel
 from modfuse.sweep_inputs import _inputs_for, _merge, _tags, _targets_of
+from modfuse.sweep_tally import Tally
 
 if TYPE_CHECKING:
     from modfuse.evaluate import Sweep
@@ -62,11 +64,17 @@ def _one_placement(models: Mapping[str, SweptModel]) -> SweptModel:
 
 
 class _FeatureMemo:
-    """Features per (encoder weights, modality, input tag) within one batch."""
+    """Features per (encoder identity, modality, input tag) within one batch.
+
+    Two models share a modality's features only when everything that computes them is the
+    same (:func:`modfuse.data.hashing.feature_identity`: the encoder's spec, structure, every
+    parameter and every buffer, persistent or not, and the views): same weights with another
+    normalization (a non-persistent buffer) are other features.
+    """
 
     def __init__(self, models: Mapping[str, SweptModel]) -> None:
         self.hashes = {
-            name: {m: module_hash(enc) for m, enc in model.encoders.items()}
+            name: {m: feature_identity(model, m) for m in model.encoders}
             for name, model in models.items()
         }
         self.store: dict[tuple, torch.Tensor] = {}
@@ -140,7 +148,7 @@ def _clean_batch(
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
-    correct: dict,
+    correct: Tally,
     sweeps: Sequence[Sweep],
 ) -> None:
     """Count every model's clean answers on one batch, or leave that to the first sweep whose
@@ -167,7 +175,7 @@ def _count_clean(
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
-    correct: dict,
+    correct: Tally,
     clean: Mapping[str, Any],
 ) -> None:
     """Count a model's clean answers: from an attack's gradient pass when ``clean`` holds its
@@ -180,7 +188,7 @@ def _count_clean(
         with torch.no_grad():
             inputs = _inputs_for(model, batch, None)
             logits = memo.logits(name, model, inputs, _tags(model, None, None))
-    correct[(name, "clean", 0.0)] += int((logits.argmax(1) == labels).sum())
+    correct.add((name, "clean", 0.0), labels, logits.argmax(1))
 
 
 def _count_deferred(
@@ -188,7 +196,7 @@ def _count_deferred(
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
-    correct: dict,
+    correct: Tally,
 ) -> None:
     """Count the clean answers of any model whose deferred sweep gave no clean pass."""
     for n in list(memo.deferred):
@@ -202,7 +210,7 @@ def _sweep_batch(
     batch: Mapping[str, Any],
     labels: torch.Tensor,
     memo: _FeatureMemo,
-    correct: dict,
+    correct: Tally,
     record: SampleRecord | None = None,
 ) -> None:
     """Count the correct answers of every model at every strength of ``sweep`` on one batch;
@@ -242,7 +250,6 @@ def _sweep_batch(
             point = f"{sweep.name}@{v}" if (shared is not None or sweep.source) else None
             with torch.no_grad():
                 logits = memo.logits(n, model, adv, _tags(model, attack, point))
-            right = logits.argmax(1) == labels
-            correct[(n, sweep.name, v)] += int(right.sum())
+            right = correct.add((n, sweep.name, v), labels, logits.argmax(1))
             if record is not None and v == max(strengths):
                 record.note_right(n, sweep.name, right)

@@ -84,15 +84,17 @@ def test_attacks_differing_only_in_loss_get_their_own_entries(tmp_path):
     assert len(list((tmp_path / "shared").glob("*.safetensors"))) == 2
 
 
+CRITERION = Scaled(2.0)  # a global object: what it does lives in its state
+
+
+def reads_a_global_object(logits, labels, reduction="mean"):
+    return CRITERION(logits, labels, reduction=reduction)
+
+
 @pytest.mark.parametrize(
     "loss",
-    [
-        lambda logits, labels, reduction="mean": F.cross_entropy(logits, labels),
-        make_closure(2.0),
-        Scaled(2.0),
-        Scaled(2.0).__call__,
-    ],
-    ids=["lambda", "closure", "callable_object", "bound_method"],
+    [Scaled(2.0), Scaled(2.0).__call__, reads_a_global_object],
+    ids=["callable_object", "bound_method", "global_object"],
 )
 def test_a_loss_that_cannot_be_identified_is_not_cached(tmp_path, loss):
     attack = FGSM(0.1, loss=loss)
@@ -110,7 +112,7 @@ def test_a_loss_that_cannot_be_identified_is_not_cached(tmp_path, loss):
 def test_an_untargeted_modality_is_still_cached_under_an_unkeyable_attack(tmp_path):
     cache = FeatureCache(tmp_path, batch_size=6, progress=False)
     with pytest.warns(UserWarning, match=r"\['fg'\]"):
-        cache.features(model(), data(), perturbation=FGSM(0.1, loss=make_closure(1.0)))
+        cache.features(model(), data(), perturbation=FGSM(0.1, loss=Scaled(1.0)))
     assert cache.uncached == ["fg"] and sorted(cache.computed) == ["bg", "fg"]
     assert len(list(tmp_path.glob("bg-*.safetensors"))) == 1
 
@@ -178,7 +180,7 @@ def test_the_resume_file_keys_the_loss_and_refuses_what_it_cannot_key(tmp_path):
 
     assert key(FGSM(loss=cross_entropy)) != key(FGSM(loss=toward_label))
     assert key(FGSM(loss=cross_entropy)) == key(FGSM(loss=cross_entropy))
-    sweeps = [Sweep("s", FGSM(loss=make_closure(1.0)), [0.1])]
+    sweeps = [Sweep("s", FGSM(loss=Scaled(1.0)), [0.1])]
     with pytest.warns(UserWarning, match=r"resume file .* not used: sweep 's': FGSM\.loss_fn"):
         assert ResumeFile(tmp_path / "r.json", models, d, sweeps, 4).path is None
     with pytest.warns(UserWarning, match="resume file"):
@@ -186,3 +188,100 @@ def test_the_resume_file_keys_the_loss_and_refuses_what_it_cannot_key(tmp_path):
             models, d, sweeps, batch_size=4, progress=False, resume_file=tmp_path / "r.json"
         )
     assert rows[-1]["n"] == 12 and not (tmp_path / "r.json").exists()
+
+
+# Item 6b: functions are keyed by their code, not by their name. Each pair defines the same
+# module-level name twice (as editing a file and running again does); only what the comment
+# names differs between the two.
+EDITS = {
+    "body": (
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return F.cross_entropy(logits, labels, reduction=reduction)\n",
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return -F.cross_entropy(logits, labels, reduction=reduction)\n",
+    ),
+    "constant": (
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return 2.0 * F.cross_entropy(logits, labels, reduction=reduction)\n",
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return 3.0 * F.cross_entropy(logits, labels, reduction=reduction)\n",
+    ),
+    "default": (
+        "def edited(logits, labels, reduction='mean', scale=2.0):\n"
+        "    return scale * F.cross_entropy(logits, labels, reduction=reduction)\n",
+        "def edited(logits, labels, reduction='mean', scale=3.0):\n"
+        "    return scale * F.cross_entropy(logits, labels, reduction=reduction)\n",
+    ),
+    "nested_function": (
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    def inner(x):\n"
+        "        return x * 2\n"
+        "    return inner(F.cross_entropy(logits, labels, reduction=reduction))\n",
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    def inner(x):\n"
+        "        return x * 3\n"
+        "    return inner(F.cross_entropy(logits, labels, reduction=reduction))\n",
+    ),
+    "helper_it_calls": (
+        "def edited_helper(x):\n    return x\n"
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return edited_helper(F.cross_entropy(logits, labels, reduction=reduction))\n",
+        "def edited_helper(x):\n    return -x\n"
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return edited_helper(F.cross_entropy(logits, labels, reduction=reduction))\n",
+    ),
+    "global_value_it_reads": (
+        "EDITED_SCALE = 2.0\n"
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return EDITED_SCALE * F.cross_entropy(logits, labels, reduction=reduction)\n",
+        "EDITED_SCALE = 3.0\n"
+        "def edited(logits, labels, reduction='mean'):\n"
+        "    return EDITED_SCALE * F.cross_entropy(logits, labels, reduction=reduction)\n",
+    ),
+}
+
+
+def define(source: str):
+    """Run ``source`` in this module, as re-running an edited file does: ``edited`` is then a
+    module-level function that importing this module by name finds."""
+    exec(source, globals())
+    return globals()["edited"]
+
+
+@pytest.mark.parametrize("what", sorted(EDITS))
+def test_a_function_edited_in_place_gets_another_key(what):
+    before, after = EDITS[what]
+    first = define(before)
+    key = FGSM(0.1, loss=first).fingerprint()
+    second = define(after)
+    assert (second.__module__, second.__qualname__) == (first.__module__, first.__qualname__)
+    assert key is not None and FGSM(0.1, loss=second).fingerprint() not in (None, key)
+    assert FGSM(0.1, loss=define(before)).fingerprint() == key  # the same code, the same key
+
+
+def test_a_loss_edited_in_place_is_computed_not_read_from_the_old_entry(tmp_path):
+    before, after = EDITS["body"]
+    first, _ = fg_features(tmp_path / "shared", FGSM(0.1, loss=define(before)))
+    edited = FGSM(0.1, loss=define(after))
+    second, cache = fg_features(tmp_path / "shared", edited)
+    alone, _ = fg_features(tmp_path / "alone", edited)
+    assert not torch.equal(first, alone)  # the two bodies do give different features
+    # Keyed by module and name, the edited loss read the entry of the first body.
+    assert cache.computed == ["fg"] and torch.equal(second, alone)
+    assert len(list((tmp_path / "shared").glob("*.safetensors"))) == 2
+
+
+def test_lambdas_and_closures_are_keyed_by_their_code_and_cell_contents(tmp_path):
+    assert FGSM(loss=make_closure(2.0)).fingerprint() == FGSM(loss=make_closure(2.0)).fingerprint()
+    assert FGSM(loss=make_closure(2.0)).fingerprint() != FGSM(loss=make_closure(3.0)).fingerprint()
+    twice = [lambda logits, labels, reduction="mean": logits.sum() for _ in range(2)]
+    negated = lambda logits, labels, reduction="mean": -logits.sum()  # noqa: E731
+    keys = {FGSM(loss=f).fingerprint() for f in twice}
+    assert len(keys) == 1 and None not in keys
+    assert FGSM(loss=negated).fingerprint() not in keys
+    # Keyed, such an attack is cached: the second call reads what the first one stored.
+    fg_features(tmp_path, FGSM(0.1, loss=make_closure(2.0)))
+    again, cache = fg_features(tmp_path, FGSM(0.1, loss=make_closure(2.0)))
+    assert cache.computed == [] and cache.uncached == []
+    want, _ = fg_features(tmp_path / "keyed", FGSM(0.1))  # cross-entropy up to a scale
+    torch.testing.assert_close(again, want)

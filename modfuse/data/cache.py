@@ -1,11 +1,17 @@
 """FeatureCache: frozen encoders' features for a dataset, computed once, stored as safetensors.
 
-An entry is keyed by a hash of the encoder (its spec and every weight), the dataset's
-fingerprint and the perturbation applied (its class and every setting, loss function included:
-:meth:`modfuse.attacks.Attack.fingerprint`), so a change to any of them computes it anew and an
-unchanged setup computes nothing. A perturbation that cannot be keyed (a lambda loss) is
-computed every time and never stored. Entries are written atomically; a damaged entry is
-detected on read and rebuilt, never used.
+An entry is keyed by everything that changes its content: the encoder's full identity (its
+spec, its structure, every parameter and every buffer, persistent or not, and the views in
+front of it: :func:`modfuse.data.hashing.feature_identity`), how it is computed (autocast's
+device type and dtype under ``amp``), the dataset (its ``fingerprint()``, else every sample)
+and the perturbation applied (its class and every setting, functions by their code:
+:meth:`modfuse.attacks.Attack.fingerprint`). A change to any of them computes the entry anew;
+an unchanged setup computes nothing. What cannot be keyed (a callable object among a
+perturbation's settings, unhashable dataset values) is computed, never stored, with a warning.
+
+Entries are written atomically (a temporary file, then a rename); a damaged entry is detected
+on read and rebuilt, never used, and the temporary files of a killed write are removed when a
+cache next opens the folder (:mod:`modfuse.data.cache_files`).
 """
 
 from __future__ import annotations
@@ -23,10 +29,18 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import modfuse.distributed as dist_utils
+from modfuse.data.cache_files import remove_stale_temporaries
 from modfuse.data.contracts import CacheableModel, Perturbation
 from modfuse.data.extract import extract_features
-from modfuse.data.hashing import dataset_fingerprint, module_hash, tensor_digest
-from modfuse.data.loader import StackedDataset
+from modfuse.data.hashing import (
+    UnhashableSampleError,
+    dataset_fingerprint,
+    feature_identity,
+    module_hash,
+    tensor_digest,
+)
+from modfuse.data.loader import StackedDataset, check_not_array
+from modfuse.devices import autocast, model_device
 from modfuse.tensor_files import load_tensors, save_tensors
 
 # The hashes lived here first; code that imports them from this module keeps working.
@@ -39,7 +53,7 @@ __all__ = [
     "tensor_digest",
 ]
 
-CACHE_FORMAT = "modfuse.FeatureCache/1"
+CACHE_FORMAT = "modfuse.FeatureCache/2"  # 2: keys hold every buffer, amp, functions' code
 
 
 class FeatureDataset(StackedDataset):
@@ -73,10 +87,13 @@ class FeatureCache:
         batch_size: Batch size of the extraction pass.
         workers: DataLoader workers (None: :func:`modfuse.data.loader.default_workers`).
         progress: Show a progress bar while extracting.
-        amp: Extract in bfloat16 under ``torch.autocast`` (stored as float32).
+        amp: Extract in bfloat16 under ``torch.autocast`` (stored as float32, keyed apart
+            from full-precision features).
 
-    Under torchrun each rank extracts its shard of the items and the shards are gathered;
-    rank 0 alone writes the entry.
+    Opening a cache removes the temporary files of writes killed earlier
+    (:func:`~modfuse.data.cache_files.remove_stale_temporaries`; their names are in
+    ``removed``). Under torchrun each rank extracts its shard of the items and the shards are
+    gathered; rank 0 alone writes the entry.
 
     Examples:
         >>> import tempfile
@@ -107,6 +124,8 @@ class FeatureCache:
         self.computed: list[str] = []  # modalities computed (not read) by the last call
         self.rebuilt: list[str] = []  # damaged entries found and rebuilt by the last call
         self.uncached: list[str] = []  # modalities computed but not stored: no key (last call)
+        # Rank 0 alone writes entries, so it alone cleans up after killed writes.
+        self.removed = remove_stale_temporaries(self.root) if dist_utils.is_main() else []
 
     def key(
         self,
@@ -117,44 +136,69 @@ class FeatureCache:
     ) -> str | None:
         """The entry name for one modality's features under one setup.
 
-        None when the perturbation changes this modality's features but cannot be keyed (see
-        :func:`modfuse.attacks.keys.perturbation_key`): such features are not cached.
+        None when what the features depend on cannot be keyed: a perturbation that changes
+        this modality's features (see :func:`modfuse.attacks.keys.perturbation_key`), or a
+        dataset without ``fingerprint()`` whose samples cannot be hashed. Such features are
+        not cached.
 
         Raises:
-            TypeError: ``model`` is not a :class:`~modfuse.data.contracts.CacheableModel` or
-                ``perturbation`` not a :class:`~modfuse.data.contracts.Perturbation`.
+            TypeError: ``model`` is not a :class:`~modfuse.data.contracts.CacheableModel`,
+                ``perturbation`` not a :class:`~modfuse.data.contracts.Perturbation`, or
+                ``dataset`` has no length.
         """
+        keys, _ = self._keys(model, [modality], dataset, _checked_perturbation(perturbation))
+        return keys[modality]
+
+    def _keys(
+        self,
+        model: nn.Module,
+        modalities: Sequence[str],
+        dataset: Dataset,
+        perturbation: Perturbation | None,
+    ) -> tuple[dict[str, str | None], str]:
+        """Each modality's entry name (None: not keyed), and why those not keyed are not."""
         # Imported here: attack keys hash tensors with modfuse.data.hashing, which imports
         # this package; a top-level import would load the two halfway through each other.
         from modfuse.attacks.keys import perturbation_key
 
         if not isinstance(model, CacheableModel):
             raise TypeError(_not_cacheable(model))
-        perturbation = _checked_perturbation(perturbation)
-        if (
-            perturbation is not None
-            and modality not in perturbation.targets
-            and set(perturbation.targets) <= set(model.modalities)
-        ):
-            # Perturbing other modalities' inputs leaves this one's features as they were.
-            perturbation = None
-        fingerprint = None
-        if perturbation is not None:
-            fingerprint, _ = perturbation_key(perturbation)
-            if fingerprint is None:
-                return None
-        parts = {
-            "format": CACHE_FORMAT,
-            "encoder": module_hash(model.encoders[modality], model.spec["encoders"].get(modality)),
-            "views": model.spec.get("views"),
-            "dataset": dataset_fingerprint(dataset),
-            "perturbation": fingerprint,
-        }
-        if perturbation is not None and perturbation.depends_on_model:
-            # A gradient or query attack depends on the whole model, head included.
-            parts["model"] = module_hash(model, model.spec)
-        digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-        return f"{modality}-{digest}"
+        try:
+            data = dataset_fingerprint(dataset)  # once: it may read every sample
+        except UnhashableSampleError as err:
+            return {m: None for m in modalities}, str(err)
+        attack, why = perturbation_key(perturbation) if perturbation is not None else (None, "")
+        keys: dict[str, str | None] = {}
+        for m in modalities:
+            moved = perturbation is not None and (
+                m in perturbation.targets or not set(perturbation.targets) <= set(model.modalities)
+            )  # perturbing only other modalities' inputs leaves this one's features as they were
+            if moved and attack is None:
+                keys[m] = None
+                continue
+            parts = {
+                "format": CACHE_FORMAT,
+                "features": feature_identity(model, m),
+                "compute": self._compute(model),
+                "dataset": data,
+                "perturbation": attack if moved else None,
+            }
+            if moved and perturbation is not None and perturbation.depends_on_model:
+                # A gradient or query attack depends on the whole model, head included.
+                parts["model"] = module_hash(model, model.spec)
+            digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+            keys[m] = f"{m}-{digest}"
+        return keys, why
+
+    def _compute(self, model: nn.Module) -> dict[str, str] | None:
+        """How features are computed, where that changes them: autocast's device type and
+        dtype under ``amp`` (bfloat16 features differ from float32 ones by about 1e-3)."""
+        if not self.amp:
+            return None
+        device = model_device(model).type
+        with autocast(model, True):
+            dtype = torch.get_autocast_dtype(device)
+        return {"autocast": device, "dtype": str(dtype)}
 
     def _read(self, path: Path) -> dict[str, torch.Tensor] | None:
         if not path.is_file():
@@ -189,7 +233,8 @@ class FeatureCache:
 
         Raises:
             KeyError: a modality the model does not have.
-            TypeError: ``model`` or ``perturbation`` does not meet its contract (above).
+            TypeError: ``model`` or ``perturbation`` does not meet its contract (above), or
+                ``dataset`` is a numpy array or a tensor rather than dict samples.
         """
         if not isinstance(model, CacheableModel):
             raise TypeError(_not_cacheable(model))
@@ -199,15 +244,14 @@ class FeatureCache:
         if unknown:
             raise KeyError(f"modality {unknown[0]!r} not in the model; it has {model.modalities}")
         self.computed, self.rebuilt, self.uncached = [], [], []
-        keys = {m: self.key(model, m, dataset, perturbation) for m in modalities}
+        check_not_array(dataset)  # before the key hashes every row of it
+        keys, why = self._keys(model, modalities, dataset, perturbation)
         paths = {m: self.root / f"{k}.safetensors" for m, k in keys.items() if k is not None}
         self.uncached = [m for m in modalities if m not in paths]
         if self.uncached:
-            from modfuse.attacks.keys import perturbation_key
-
+            under = "" if perturbation is None else f" under {perturbation!r}"
             warnings.warn(
-                f"features of {self.uncached} under {perturbation!r} are computed and not "
-                f"cached: {perturbation_key(perturbation)[1]}",
+                f"features of {self.uncached}{under} are computed and not cached: {why}",
                 stacklevel=2,
             )
         found: dict[str, dict[str, torch.Tensor]] = {}

@@ -5,6 +5,7 @@ probing their attributes one by one, it asks these protocols (``isinstance``), w
 satisfies by having the members, without inheriting from anything:
 
 - :class:`Fingerprinted`: a dataset that names its own content (``fingerprint()``).
+- :class:`HasEncoders`: a model with an encoder per modality and views (features by identity).
 - :class:`HasViews`: a dataset or model that makes fg / bg views with a :class:`ViewMaker`.
 - :class:`Perturbation`: an attack as a cache sees it (:class:`modfuse.attacks.Attack` is one).
 - :class:`CacheableModel`: a :class:`modfuse.protocols.MultimodalModel` with what a cache
@@ -28,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from torch import nn
 
 from modfuse.protocols import MultimodalModel
 
@@ -37,6 +39,15 @@ class Fingerprinted(Protocol):
     """A dataset whose ``fingerprint()`` changes whenever its samples do (a cache keys on it)."""
 
     def fingerprint(self) -> str: ...
+
+
+@runtime_checkable
+class HasEncoders(Protocol):
+    """A model with an encoder per modality and a front end (``views``, or None): what
+    :func:`modfuse.data.hashing.feature_identity` hashes to share features by identity."""
+
+    encoders: Mapping[str, nn.Module]
+    views: Any
 
 
 @runtime_checkable
