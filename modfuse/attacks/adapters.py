@@ -14,7 +14,7 @@ from torch import nn
 
 from modfuse._registry import register_attack
 from modfuse.attacks.base import Attack, AttackContext, per_key
-from modfuse.attacks.checks import check_finite, check_strength
+from modfuse.attacks.checks import check_finite, check_linf_radius, check_strength
 
 #: torchattacks' attacks whose budget is an L-inf radius (with ``norm`` left at "Linf").
 LINF_ATTACKS = frozenset(
@@ -155,9 +155,12 @@ class TorchAttacksAdapter(Attack):
         self.norm = self.strength_unit = threat_norm(name, kwargs)
         self.iterative = name not in SINGLE_STEP
         self.strength_param = "eps" if "eps" in kwargs else None
+        if "eps" in kwargs:
+            self._eps(kwargs["eps"])  # torchattacks takes any number: 8 meant as 8/255 runs
 
     def check_strength_value(self, value: Any) -> None:
-        """Raise unless ``value`` is one eps (a number, or ``{target: number}``) >= 0."""
+        """Raise unless ``value`` is one eps (a number, or ``{target: number}``) >= 0; an
+        L-inf one at most 1 (torchattacks takes [0, 1] images)."""
         self._eps(value)
 
     def _eps(self, value: Any) -> float:
@@ -167,6 +170,8 @@ class TorchAttacksAdapter(Attack):
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"torchattacks takes eps as one number, got {type(value).__name__}")
         check_strength(value, "eps")
+        if self.strength_unit == "linf":
+            check_linf_radius(value, "eps", self.ranges)
         return float(value)
 
     def with_strength(self, value: Any) -> TorchAttacksAdapter:

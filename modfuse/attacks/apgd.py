@@ -97,7 +97,6 @@ class APGD(Attack):
         **kw,
     ) -> None:
         super().__init__(targets, **kw)
-        check_strength(eps, "eps")
         check_count(steps, "steps")
         check_count(restarts, "restarts")
         check_count(target_classes, "target_classes", low=0)
@@ -110,9 +109,11 @@ class APGD(Attack):
         if loss == "dlr" and self.targeted:
             msg = "loss='dlr' takes true labels (targeted=False); use target_classes=n for APGD-T"
             raise ValueError(msg)
-        self.eps, self.steps, self.loss, self.target_classes = eps, steps, loss, target_classes
+        self.steps, self.loss, self.target_classes = steps, loss, target_classes
         self.restarts, self.norm, self.rho, self.random_start = restarts, norm, rho, random_start
         self.strength_unit = norm  # eps is a radius of the chosen norm
+        self.check_strength_value(eps)  # >= 0; an L-inf one at most 1 on [0, 1] pixels
+        self.eps = eps
 
     def _loss_grad(self, ctx: AttackContext, adv: Tensors, target: torch.Tensor | None) -> tuple:
         """Per-sample loss (B,), gradient per key and success (B,), in one pass."""
@@ -143,11 +144,16 @@ class APGD(Attack):
         return ctx.clamp(k, x + d * torch.clamp(eps / (n + 1e-12), max=1.0))
 
     def _run(self, ctx: AttackContext, x: Tensors, eps: dict, target: torch.Tensor | None):
-        """One run from one start: (best points, their losses, fooling points, fooled)."""
-        adv, g = dict(x), ctx.generator
-        for key, v in x.items() if self.random_start else ():
-            t = torch.rand(v.shape, generator=g) * 2 - 1 if self.norm == "linf" else None
-            t = torch.randn(v.shape, generator=g) if t is None else t
+        """One run from one start: (best points, their losses, fooling points, fooled).
+
+        Each item's start comes from its own stream (``ctx.items``), keys in sorted order,
+        and every later decision (step size, checkpoints, the point kept) is the item's own:
+        an item's run does not depend on the other items of the batch.
+        """
+        adv = dict(x)
+        for key in sorted(x) if self.random_start else ():
+            v, shape = x[key], x[key].shape[1:]
+            t = ctx.items.rand(shape) * 2 - 1 if self.norm == "linf" else ctx.items.randn(shape)
             t = ctx.confine({key: t.to(v)})[key]  # a start inside the region, of full radius
             adv[key] = ctx.clamp(key, v + eps[key] * self._unit(t))
         loss, grad, fooled = self._loss_grad(ctx, adv, target)

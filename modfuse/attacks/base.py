@@ -4,10 +4,10 @@ A subclass writes ``perturb(ctx, x) -> x'`` over the target tensors only. The ba
 checking the inputs, the model's train/eval mode (every submodule's flag saved and restored),
 cloning and detaching, gradients taken with ``torch.autograd.grad`` (parameters' ``.grad``
 never touched), clamping to each key's valid range and confining to a region, the random
-generator (random parameters drawn once per call), the loss and targeted mode, and caching the
-features of modalities that are not attacked. Each attack also states its threat model as
-metadata (``norm``, ``strength_unit``, ``iterative``, ``stronger_when``) that reports and
-sanity checks read instead of class names.
+streams (one per item, so an item's draws do not depend on its batch), the loss and targeted
+mode, and caching the features of modalities that are not attacked. Each attack also states
+its threat model as metadata (``norm``, ``strength_unit``, ``iterative``, ``stronger_when``)
+that reports and sanity checks read instead of class names.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modfuse.attacks.checks import check_call, check_strength
+from modfuse.attacks.checks import check_call, check_linf_radius, check_strength
 from modfuse.attacks.context import (
     RANGE_TOLERANCE,
     AttackContext,
@@ -30,9 +30,11 @@ from modfuse.attacks.context import (
     cross_entropy,
     per_key,
     per_sample,
+    returned_inputs,
 )
 from modfuse.attacks.keys import perturbation_key
 from modfuse.attacks.region import check_region_name, region_masks
+from modfuse.attacks.streams import ItemStreams
 from modfuse.devices import model_device, to_model
 from modfuse.modes import eval_mode, preserved_modes
 from modfuse.validation import unchecked
@@ -43,10 +45,12 @@ __all__ = [
     "STRENGTH_UNITS",
     "Attack",
     "AttackContext",
+    "ItemStreams",
     "LossFn",
     "Range",
     "per_key",
     "per_sample",
+    "returned_inputs",
 ]
 
 #: Values of :attr:`Attack.norm`.
@@ -63,11 +67,15 @@ class Attack:
             tensor (bit-identical, never recomputed).
         ranges: Valid range per key, e.g. ``{"fg": (0, 1), "text": None}``. Keys not named get
             ``(0, 1)`` when they are images (4-D) and no bound otherwise.
-        loss: ``loss(logits, labels, reduction=...)``; cross-entropy by default. A module-level
-            function (or a ``functools.partial`` of one) keeps the attack cacheable; a lambda,
-            closure or callable object cannot be keyed, so results under it are not cached.
+        loss: ``loss(logits, labels, reduction=...)``; cross-entropy by default. A function
+            (lambdas and closures included) is keyed by its code, so the attack stays
+            cacheable; a callable object, a bound method or a function reading a global object
+            cannot be keyed, so results under it are not cached.
         targeted: Move towards ``labels`` (the target classes) instead of away from them.
-        seed: Seed for the random parameters, drawn once per call; None uses torch's global RNG.
+        seed: Seed of the random parameters. Each item draws from its own generator, seeded
+            by this seed, the attack's class name and the item's own tensors and label
+            (:mod:`modfuse.attacks.streams`), so an item's result does not depend on the
+            other items of its batch; None: that seed is drawn from torch's global RNG.
         model_mode: ``"eval"`` runs the model in eval mode during the attack (then restores
             its mode), ``"keep"`` leaves it as it is.
         region: Name of an input key holding a ``(B, 1, H, W)`` mask (values in [0, 1], > 0.5
@@ -169,8 +177,17 @@ class Attack:
         return other
 
     def check_strength_value(self, value: Any) -> None:
-        """Raise unless ``value`` is a valid strength (finite, in ``[0, strength_max]``)."""
-        check_strength(value, self.strength_param or "strength", self.strength_max)
+        """Raise unless ``value`` is a valid strength (finite, in ``[0, strength_max]``).
+
+        An L-inf radius (``strength_unit == "linf"``) must also fit each target's range: at
+        most 1 on [0, 1] pixels (a target without a declared range is taken as pixels), at
+        most the width of a declared range, unbounded where the range is declared None.
+        """
+        what = self.strength_param or "strength"
+        check_strength(value, what, self.strength_max)
+        if self.strength_unit == "linf":
+            pixels = (0.0, 1.0)
+            check_linf_radius(value, what, {k: self.ranges.get(k, pixels) for k in self.targets})
 
     def sweep(
         self,
@@ -190,6 +207,12 @@ class Attack:
     def generator(self) -> torch.Generator | None:
         """A fresh generator for one call (None: torch's global RNG)."""
         return None if self.seed is None else torch.Generator().manual_seed(self.seed)
+
+    def item_streams(self, inputs: Mapping[str, Any], labels: torch.Tensor) -> ItemStreams:
+        """One random stream per item of a call (``ctx.items``), from the seed, the class
+        name and each item's own tensors and label (see :mod:`modfuse.attacks.streams`)."""
+        seed = self.seed if self.seed is not None else int(torch.randint(0, 2**62, ()))
+        return ItemStreams.of(seed, type(self).__name__, inputs, labels)
 
     # -------------------------------------------------------------- the call
     def run(
@@ -231,13 +254,10 @@ class Attack:
 
         def perturb_and_clamp(ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict:
             adv = self.perturb(ctx, x)
-            out = dict(ctx.inputs)  # on the model's device
-            for k in self.targets:
-                if k in adv:
-                    out[k] = ctx.clamp(k, adv[k].detach())
-                else:
-                    out.pop(k)  # a dropped modality
-            return out
+            # A target missing from adv is a dropped modality; keys that are not targets come
+            # back as the caller's tensors (see returned_inputs).
+            changed = {k: ctx.clamp(k, adv[k].detach()) for k in self.targets if k in adv}
+            return returned_inputs(inputs, ctx.inputs, self.targets, changed)
 
         return self.run(model, inputs, labels, perturb_and_clamp)
 
@@ -249,18 +269,20 @@ class Attack:
     def fingerprint(self) -> str | None:
         """A key of everything that changes this attack's output, or None if it has none.
 
-        Hashes the class (module and qualified name) and every setting in ``vars(self)``:
-        tensors by bytes, numbers and containers by value, the loss and other functions by
-        module and qualified name. A lambda, closure, bound method or callable object among
-        the settings cannot be identified: the attack then has no key, and caches and resume
-        files recompute rather than risk a wrong hit (see :mod:`modfuse.attacks.keys`).
+        Hashes the class and every setting in ``vars(self)``: tensors by bytes, numbers and
+        containers by value, the loss and other functions as :mod:`modfuse.attacks.keys`
+        describes them. A setting that cannot be identified by value (a callable object) gives
+        the attack no key: caches and resume files then recompute rather than risk a wrong hit.
 
         Examples:
             >>> from modfuse.attacks import FGSM
             >>> a, b = FGSM(eps=0.1, seed=1), FGSM(eps=0.1, seed=2)
             >>> a.fingerprint() == FGSM(eps=0.1, seed=1).fingerprint() != b.fingerprint()
             True
-            >>> print(FGSM(loss=lambda logits, y, reduction="mean": logits.sum()).fingerprint())
+            >>> class Summed:  # a callable object: nothing to identify it by
+            ...     def __call__(self, logits, y, reduction="mean"):
+            ...         return logits.sum()
+            >>> print(FGSM(loss=Summed()).fingerprint())
             None
         """
         return perturbation_key(self)[0]

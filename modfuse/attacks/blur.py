@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, per_key
+from modfuse.attacks.base import Attack, AttackContext, ItemStreams, per_key
 from modfuse.attacks.checks import check_strength
 
 
@@ -147,17 +147,19 @@ class GaussianBlur(Attack):
         return other
 
     def make_params(
-        self, x: Mapping[str, torch.Tensor], generator: torch.Generator | None
+        self, x: Mapping[str, torch.Tensor], streams: ItemStreams | None
     ) -> dict[str, dict[str, float | torch.Tensor]]:
-        """Every random parameter of one call, drawn once for all targets from ``generator``.
+        """Every random parameter of one call, drawn once for all targets from ``streams``.
 
-        With a ``(low, high)`` range, one sigma per sample ``(B,)`` is drawn and the same
+        With a ``(low, high)`` range, one sigma per sample ``(B,)`` is drawn, each from the
+        sample's own stream (so it does not depend on the other samples), and the same
         tensor serves every target key: a sample's fg and bg are blurred alike, whatever the
         order or number of the targets. A fixed sigma (shared or per key) draws nothing.
 
         Args:
             x: The target tensors of the call, ``{key: (B, C, H, W)}``.
-            generator: The call's generator (:meth:`Attack.generator`); None: torch's RNG.
+            streams: The call's per-item streams (``ctx.items``, :meth:`Attack.item_streams`);
+                None will do for a fixed sigma, which draws nothing.
 
         Returns:
             ``{"sigma": {key: float or (B,) tensor}}``, what :meth:`transform` applies.
@@ -165,7 +167,7 @@ class GaussianBlur(Attack):
         Examples:
             >>> blur = GaussianBlur(sigma=(0.5, 3.0), targets=("fg", "bg"))
             >>> x = {"fg": torch.rand(4, 3, 8, 8), "bg": torch.rand(4, 3, 8, 8)}
-            >>> p = blur.make_params(x, torch.Generator().manual_seed(0))
+            >>> p = blur.make_params(x, ItemStreams(range(4)))
             >>> p["sigma"]["fg"] is p["sigma"]["bg"], tuple(p["sigma"]["fg"].shape)
             (True, (4,))
         """
@@ -174,8 +176,13 @@ class GaussianBlur(Attack):
         sizes = {k: v.shape[0] for k, v in x.items()}
         if len(set(sizes.values())) > 1:
             raise ValueError(f"a random sigma needs one batch size for all targets, got {sizes}")
+        batch = next(iter(sizes.values()), 0)
+        if streams is None:
+            raise ValueError("a random sigma needs the call's streams (ctx.items), got None")
+        if batch != len(streams):
+            raise ValueError(f"the targets hold {batch} items; the streams are of {len(streams)}")
         lo, hi = self.sigma
-        u = torch.rand(next(iter(sizes.values()), 0), generator=generator)  # (B,), on the CPU
+        u = streams.rand(())  # (B,), on the CPU
         sigma = lo + (hi - lo) * u
         return {"sigma": {k: sigma for k in x}}
 
@@ -187,5 +194,6 @@ class GaussianBlur(Attack):
         return gaussian_blur(x, params["sigma"][key], self.truncate)
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = self.make_params(x, ctx.generator)
+        # A fixed sigma draws nothing: no streams, no hash of the items (ctx.items is lazy).
+        params = self.make_params(x, ctx.items if isinstance(self.sigma, (tuple, list)) else None)
         return {k: self.transform(k, v, params) for k, v in x.items()}

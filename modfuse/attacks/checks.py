@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from modfuse.attacks.context import RANGE_TOLERANCE
+from modfuse.attacks.context import RANGE_TOLERANCE, Range
 from modfuse.protocols import MultimodalModel
 from modfuse.validation import check_finite as check_finite_tensor
 
@@ -93,6 +93,52 @@ def check_strength(value: Any, what: str, high: float = math.inf) -> None:
             raise ValueError(f"{what} must be in [0, {high:g}], got {value}")
 
 
+def _radii(value: Any, key: str, what: str) -> list[float]:
+    """The numbers of a strength that apply to target ``key`` (a per-key dict's entry)."""
+    if isinstance(value, Mapping):
+        return _numbers(value[key], what) if key in value else []
+    return _numbers(value, what)
+
+
+def check_linf_radius(value: Any, what: str, ranges: Mapping[str, Range]) -> None:
+    """Raise unless an L-inf radius fits the range of each target: at most its width.
+
+    A radius larger than the whole range moves nothing more than the clamp allows: on [0, 1]
+    pixels, ``eps=8`` was meant as ``8/255``. ``ranges``: ``{target: (low, high)}``, None
+    for a target without a bound (any radius).
+
+    Raises:
+        ValueError: a radius is larger than the width of its target's range; on [0, 1]
+            pixels the message suggests the value divided by 255.
+
+    Examples:
+        >>> check_linf_radius(8 / 255, "eps", {"fg": (0.0, 1.0)})
+        >>> check_linf_radius(8, "eps", {"fg": (0.0, 255.0), "vec": None})
+        >>> check_linf_radius(8, "eps", {"fg": (0.0, 1.0)})
+        Traceback (most recent call last):
+        ...
+        ValueError: eps 8 is an L-inf radius on [0, 1] pixels; did you mean 8/255 = 0.0314? ...
+    """
+    for key, r in ranges.items():
+        if r is None:
+            continue
+        width = float(r[1]) - float(r[0])
+        for x in _radii(value, key, what):
+            if x <= width:
+                continue
+            if (float(r[0]), float(r[1])) == (0.0, 1.0):
+                hint = f"; did you mean {x:g}/255 = {x / 255:.4f}?" if x <= 255 else "."
+                raise ValueError(
+                    f"{what} {x:g} is an L-inf radius on [0, 1] pixels{hint} It must be in "
+                    f"[0, 1] for target {key!r} (an input on another scale: declare "
+                    f"ranges={{{key!r}: (low, high)}}, or None for no bound)"
+                )
+            raise ValueError(
+                f"{what} {x:g} is an L-inf radius on target {key!r}, whose declared range is "
+                f"[{r[0]:g}, {r[1]:g}]; it must be in [0, {width:g}] (the range's width)"
+            )
+
+
 def check_count(value: Any, what: str, low: int = 1) -> None:
     """Raise unless ``value`` is an integer ``>= low`` (NaN, inf and 2.5 steps are refused).
 
@@ -104,6 +150,11 @@ def check_count(value: Any, what: str, low: int = 1) -> None:
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{what} must be an integer >= {low}, got {value}")
+
+
+def _kind(x: Any) -> str:
+    """What ``x`` is, for a message: "a torch.uint8 tensor", or its type's name."""
+    return f"a {x.dtype} tensor" if torch.is_tensor(x) else type(x).__name__
 
 
 def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> None:
@@ -131,10 +182,12 @@ def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> No
             continue
         if attack.input_kind == "integer":
             if not torch.is_tensor(x) or x.is_floating_point() or x.is_complex():
-                raise TypeError(f"target {k!r} must be an integer tensor (token ids)")
+                raise TypeError(
+                    f"target {k!r} must be an integer tensor (token ids), got {_kind(x)}"
+                )
             continue
         if not torch.is_tensor(x) or not x.is_floating_point():
-            raise TypeError(f"target {k!r} must be a floating-point tensor, got {type(x)}")
+            raise TypeError(f"target {k!r} must be a floating-point tensor, got {_kind(x)}")
         r = attack.range_of(k, x)
         if r is not None and x.numel():
             lo, hi = float(x.min()), float(x.max())

@@ -8,13 +8,14 @@ confining a perturbation to a region happen, so every attack that projects throu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modfuse.attacks.streams import ItemStreams
 from modfuse.protocols import MultimodalModel
 
 if TYPE_CHECKING:
@@ -55,6 +56,43 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "
     return F.cross_entropy(logits, labels, reduction=reduction)
 
 
+def returned_inputs(
+    given: Mapping[str, Any],
+    moved: Mapping[str, Any],
+    targets: Sequence[str],
+    changed: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What an attack returns: ``changed`` (its targets; a target missing from it is dropped),
+    and every key that is not a target as given.
+
+    ``moved`` holds the inputs on the model's device and dtype. A key the attack leaves
+    alone comes back as the caller's very object, bit-identical, unless the model needed it
+    elsewhere and moving it kept every value: another device, or a dtype that holds every
+    value of the given one (float32 inputs of a float64 model come back as float64, as the
+    model takes them). A move that rounds (float64 inputs of a float32 model) is never
+    returned: those keys come back as given.
+
+    Examples:
+        >>> x = {"fg": torch.zeros(2).double(), "bg": torch.ones(2).double()}
+        >>> moved = {k: v.float() for k, v in x.items()}
+        >>> out = returned_inputs(x, moved, ("fg",), {"fg": moved["fg"] + 1})
+        >>> out["bg"] is x["bg"], out["fg"].dtype
+        (True, torch.float32)
+    """
+    out: dict[str, Any] = {}
+    for k, v in moved.items():
+        if k in targets:
+            continue
+        g = given[k]
+        exact = (
+            torch.is_tensor(g)
+            and torch.is_tensor(v)
+            and torch.promote_types(g.dtype, v.dtype) == v.dtype
+        )
+        out[k] = v if exact else g
+    return {**out, **changed}
+
+
 class AttackContext:
     """What ``perturb`` may use: the model's loss and gradient on the target tensors.
 
@@ -82,6 +120,7 @@ class AttackContext:
         self.inputs = inputs
         self.labels = labels
         self.generator = generator
+        self._items: ItemStreams | None = None
         self.masks = dict(masks or {})
         self.targets = attack.targets
         self.ranges = {k: attack.range_of(k, inputs[k]) for k in attack.targets}
@@ -109,6 +148,16 @@ class AttackContext:
             # The caller already has these features (a sweep's clean pass of this batch).
             self._fixed = {k: fixed[k] for k in rest}
         self.rest = rest
+
+    @property
+    def items(self) -> ItemStreams:
+        """Random streams of this call, one per item (:meth:`Attack.item_streams`), made on
+        first use: what an item draws depends on the attack's seed and the item alone, never
+        on the other items of the batch. Built-in attacks draw every random number here;
+        ``generator`` (one for the batch) is kept for attacks written against it."""
+        if self._items is None:
+            self._items = self.attack.item_streams(self.inputs, self.labels)
+        return self._items
 
     @property
     def fixed(self) -> dict[str, torch.Tensor] | None:
@@ -146,12 +195,15 @@ class AttackContext:
     def gradient(self, x: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Gradient of ``loss`` with respect to each target tensor (ascent direction).
 
-        Zero outside the region, if any: an L2 step normalised by this gradient's norm is
-        then a step of the full size inside the region.
+        Item ``i``'s rows are the gradient of item ``i``'s own loss (the per-item losses are
+        summed, not averaged): neither their size nor their sign depends on the batch size
+        (a batch mean can underflow to 0 where an item's own gradient does not). Zero outside
+        the region, if any: an L2 step normalised by this gradient's norm is then a step of
+        the full size inside the region.
         """
         leaves = {k: v.detach().requires_grad_(True) for k, v in x.items()}
         with torch.enable_grad():
-            loss = self.loss(leaves)
+            loss = self.loss(leaves, reduction="none").sum()
             self.backward_count += 1
             grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
         return self.confine(

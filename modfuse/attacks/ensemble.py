@@ -11,7 +11,7 @@ from torch import nn
 
 from modfuse._registry import ATTACKS, register_attack
 from modfuse.attacks.apgd import APGD
-from modfuse.attacks.base import Attack, AttackContext, Range
+from modfuse.attacks.base import Attack, AttackContext, Range, returned_inputs
 from modfuse.attacks.checks import check_count, check_strength
 from modfuse.attacks.pgd import PGD
 from modfuse.attacks.square import Square
@@ -56,7 +56,11 @@ class Ensemble(Attack):
     Member 1 runs on the samples the model classifies correctly, member 2 only on those that
     member 1 failed to break, and so on: the cost follows the robust fraction, as in
     AutoAttack. Per sample, the output is the first member's output that fools the model,
-    else the last member's (the clean input where the model is wrong to begin with). Include
+    else the last member's (the clean input where the model is wrong to begin with). Every
+    member draws its random numbers per sample (``ctx.items``: from its seed, its class name
+    and the sample itself) and decides per sample, so a member gives a sample the same result
+    on the samples still unbroken as on the whole batch: a sample counts as robust exactly
+    when it is classified correctly and every member alone fails to break it. Include
     a gradient-free member (:class:`~modfuse.attacks.square.Square`): a model that hides its
     gradients still falls to it. After a call, ``last_counts["members"]`` lists, per member,
     the samples it ran on and broke and its forward / backward passes.
@@ -123,11 +127,19 @@ class Ensemble(Attack):
                 raise ValueError(f"members must be untargeted; {name} has targeted=True")
         super().__init__(targets, ranges=ranges, model_mode=model_mode, region=region)
         self.norm, self.strength_unit = norm, unit
+        self.members = built
         if eps is not None:
-            check_strength(eps, "eps")
-        self.members, self.eps = built, eps
+            self.check_strength_value(eps)
+        self.eps = eps
         self.uses_gradients = any(m.uses_gradients for m in built)
         self.queries_model = True  # which member runs on which sample follows the model
+
+    def check_strength_value(self, value: Any) -> None:
+        """Raise unless ``value`` is a valid eps of every member (each with its own ranges:
+        an L-inf eps at most 1 on [0, 1] pixels)."""
+        check_strength(value, "eps")
+        for m in self.members:
+            m.check_strength_value(value)
 
     @classmethod
     def standard(
@@ -213,7 +225,8 @@ class Ensemble(Attack):
 
         def work(ctx: AttackContext, x: Tensors) -> tuple[dict, list[dict]]:
             adv, report = self._worst_case(ctx, x)
-            return {**ctx.inputs, **{k: ctx.clamp(k, adv[k]) for k in self.targets}}, report
+            changed = {k: ctx.clamp(k, adv[k]) for k in self.targets}
+            return returned_inputs(inputs, ctx.inputs, self.targets, changed), report
 
         out, report = self.run(model, inputs, labels, work)
         own = self.last_counts  # the ensemble's own passes: the clean predictions

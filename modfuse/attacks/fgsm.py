@@ -7,8 +7,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, per_key
-from modfuse.attacks.checks import check_strength
+from modfuse.attacks.base import Attack, AttackContext, per_key, returned_inputs
 from modfuse.devices import to_model
 
 
@@ -41,7 +40,7 @@ class FGSM(Attack):
         self, eps: float | Mapping[str, float] = 8 / 255, targets: Sequence[str] = ("fg",), **kw
     ) -> None:
         super().__init__(targets, **kw)
-        check_strength(eps, "eps")
+        self.check_strength_value(eps)  # >= 0, and at most 1 on [0, 1] pixels
         self.eps = eps
 
     def sweep(
@@ -60,24 +59,27 @@ class FGSM(Attack):
         ``fixed``: features of the untouched modalities, if the caller has computed them.
         ``clean_out``: a dict that gets the clean ``logits`` (B, C) of the gradient pass, the
         clean ``features`` of the target modalities (when they are modality inputs) and the
-        ``gradients`` ``{target: (B, ...)}`` of the loss there (zero outside the region), so a
-        caller that needs the clean accuracy or the clean input gradient does not run that
-        pass again.
+        ``gradients`` ``{target: (B, ...)}`` of the batch-mean loss there (each item's own
+        loss gradient over B; zero outside the region), so a caller that needs the clean
+        accuracy or the clean input gradient does not run that pass again. Keys that are not
+        targets come back as :meth:`Attack.__call__` returns them.
         """
         for s in strengths:
-            check_strength(s, "eps")
-        inputs = to_model(inputs, model)  # untouched keys come back on the model's device
+            self.check_strength_value(s)
+        given = inputs
+        inputs = to_model(inputs, model)
 
         def every_strength(ctx: AttackContext, x: dict[str, torch.Tensor]) -> list[dict]:
             ctx.clean_out = clean_out  # the gradient below is taken at the clean input
-            grad = ctx.gradient(x)
+            grad = ctx.gradient(x)  # of each item's own loss
             if clean_out is not None:
-                clean_out["gradients"] = grad
+                n = len(ctx.labels)
+                clean_out["gradients"] = {k: g / n for k, g in grad.items()}
             sign = {k: g.sign() for k, g in grad.items()}
             return [{k: ctx.clamp(k, x[k] + float(s) * sign[k]) for k in x} for s in strengths]
 
         advs = self.run(model, inputs, labels, every_strength, fixed)
-        return [{**inputs, **adv} for adv in advs]
+        return [returned_inputs(given, inputs, self.targets, adv) for adv in advs]
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         eps = {k: per_key(self.eps, k, "eps") for k in x}

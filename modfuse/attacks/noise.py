@@ -9,13 +9,13 @@ from typing import Any
 import torch
 
 from modfuse._registry import register_attack
-from modfuse.attacks.base import Attack, AttackContext, per_key, per_sample
+from modfuse.attacks.base import Attack, AttackContext, ItemStreams, per_key, per_sample
 from modfuse.attacks.checks import check_finite, check_strength
 
 
 @register_attack("noise")
 class GaussianNoise(Attack):
-    """``x + std * N(0, 1)``, drawn once per call from the attack's generator.
+    """``x + std * N(0, 1)``, drawn once per call, each item from its own stream.
 
     Args:
         std: Noise standard deviation, shared or per key.
@@ -69,18 +69,19 @@ class GaussianNoise(Attack):
         check_finite(value, "snr_db")
 
     def make_params(
-        self, x: Mapping[str, torch.Tensor], generator: torch.Generator | None
+        self, x: Mapping[str, torch.Tensor], streams: ItemStreams
     ) -> dict[str, dict[str, float | torch.Tensor]]:
-        """Every random parameter of one call, drawn once for all targets from ``generator``.
+        """Every random parameter of one call, drawn once for all targets from ``streams``.
 
         Each target gets its own standard-normal noise of its shape: sensor noise is
-        independent from one input to another (and two targets may differ in shape). The
-        draws go in sorted key order, so a key's noise does not depend on the order in which
-        ``targets`` names the keys. With ``snr_db``, the per-sample std is read off ``x``.
+        independent from one input to another (and two targets may differ in shape). Each
+        item draws its noise from its own stream, in sorted key order, so an item's noise
+        depends neither on the order in which ``targets`` names the keys nor on the other
+        items of the batch. With ``snr_db``, the per-sample std is read off ``x``.
 
         Args:
             x: The target tensors of the call, ``{key: (B, ...)}``.
-            generator: The call's generator (:meth:`Attack.generator`); None: torch's RNG.
+            streams: The call's per-item streams (``ctx.items``, :meth:`Attack.item_streams`).
 
         Returns:
             ``{"noise": {key: tensor like x[key]}, "std": {key: float or (B, 1, ...)}}``, what
@@ -89,13 +90,17 @@ class GaussianNoise(Attack):
         Examples:
             >>> noise = GaussianNoise(std=0.1, targets=("fg", "bg"))
             >>> x = {"fg": torch.zeros(2, 3), "bg": torch.zeros(2, 3)}
-            >>> p = noise.make_params(x, torch.Generator().manual_seed(0))
+            >>> p = noise.make_params(x, ItemStreams([0, 1]))
             >>> p["std"], bool((p["noise"]["fg"] != p["noise"]["bg"]).all())
             ({'fg': 0.1, 'bg': 0.1}, True)
         """
+        for k, v in x.items():
+            if v.shape[0] != len(streams):
+                raise ValueError(
+                    f"target {k!r} holds {v.shape[0]} items; the streams are of {len(streams)}"
+                )
         draws = {
-            k: torch.randn(x[k].shape, generator=generator, dtype=x[k].dtype).to(x[k].device)
-            for k in sorted(x)
+            k: streams.randn(x[k].shape[1:], dtype=x[k].dtype).to(x[k].device) for k in sorted(x)
         }
         stds: dict[str, float | torch.Tensor] = {}
         for k, v in x.items():
@@ -113,5 +118,5 @@ class GaussianNoise(Attack):
         return x + params["std"][key] * params["noise"][key]
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        params = self.make_params(x, ctx.generator)
+        params = self.make_params(x, ctx.items)
         return {k: self.transform(k, v, params) for k, v in x.items()}

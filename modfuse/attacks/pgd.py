@@ -61,27 +61,30 @@ class PGD(Attack):
         **kw,
     ) -> None:
         super().__init__(targets, **kw)
-        check_strength(eps, "eps")
         if alpha is not None:
             check_strength(alpha, "alpha")
         if norm not in ("linf", "l2"):
             raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
         check_count(steps, "steps")
-        self.eps, self.steps, self.alpha, self.norm = eps, steps, alpha, norm
+        self.steps, self.alpha, self.norm = steps, alpha, norm
         self.strength_unit = norm  # eps is a radius of the chosen norm
+        self.check_strength_value(eps)  # >= 0; an L-inf one at most 1 on [0, 1] pixels
+        self.eps = eps
         self.random_start, self.early_stop = random_start, early_stop
 
     def _start(self, ctx: AttackContext, k: str, x: torch.Tensor, eps: float) -> torch.Tensor:
+        """The start for target ``k``: a random point of each item's ball, drawn from the
+        item's own stream (``ctx.items``), or ``x`` itself."""
         if not self.random_start or eps == 0:
             return x.clone()
-        g = ctx.generator
+        shape = x.shape[1:]
         if self.norm == "linf":
-            noise = torch.rand(x.shape, generator=g, dtype=x.dtype) * 2 - 1
+            noise = ctx.items.rand(shape, dtype=x.dtype) * 2 - 1  # (B, ...)
             return ctx.clamp(k, x + eps * noise.to(x.device))
-        direction = torch.randn(x.shape, generator=g, dtype=x.dtype).to(x.device)
+        direction = ctx.items.randn(shape, dtype=x.dtype).to(x.device)
         # Confined before normalising: the start's radius is spent inside the region.
         direction = ctx.confine({k: direction})[k]
-        radius = per_sample(torch.rand(x.shape[0], generator=g, dtype=x.dtype).to(x.device), x)
+        radius = per_sample(ctx.items.rand((), dtype=x.dtype).to(x.device), x)  # (B, 1, ...)
         return ctx.clamp(k, x + direction / (_per_sample_norm(direction) + 1e-12) * radius * eps)
 
     def _project(self, x: torch.Tensor, adv: torch.Tensor, eps: float) -> torch.Tensor:
@@ -99,7 +102,9 @@ class PGD(Attack):
             k: 2.5 * eps[k] / self.steps if self.alpha is None else per_key(self.alpha, k, "alpha")
             for k in x
         }
-        adv = {k: self._start(ctx, k, v, eps[k]) for k, v in x.items()}
+        # Drawn in sorted key order: an item's start does not depend on the order of targets.
+        starts = {k: self._start(ctx, k, x[k], eps[k]) for k in sorted(x)}
+        adv = {k: starts[k] for k in x}
         batch = next(iter(x.values())).shape[0]
         active = torch.ones(batch, dtype=torch.bool)
         for _ in range(self.steps):

@@ -40,17 +40,38 @@ def _grid(shape: torch.Size) -> tuple[int, int, int, int]:
     return b, 1, 1, math.prod(rest)
 
 
-def _window_on(mask: torch.Tensor, sh: int, sw: int, g: torch.Generator | None) -> tuple:
+#: Queries whose random numbers each item draws at once: fewer calls, and since every item
+#: draws the same amount, what an item draws never depends on the other items.
+CHUNK = 32
+#: Fresh signs a window may try when the ones drawn would change nothing (the paper's code).
+REDRAWS = 10
+
+
+def _index(u: torch.Tensor, n: int) -> torch.Tensor:
+    """Uniform numbers in [0, 1) as integers in ``[0, n)``, shape kept."""
+    return (u * n).long().clamp(max=n - 1)
+
+
+def _plus_minus(u: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Uniform numbers in [0, 1) as +-1 (1 below 0.5), in ``like``'s dtype and device."""
+    return ((u < 0.5).to(like.dtype) * 2 - 1).to(like.device)
+
+
+def _window_on(mask: torch.Tensor, sh: int, sw: int, u: torch.Tensor) -> tuple:
     """Top-left corners (B, 1) of ``sh x sw`` windows, each covering a random pixel of ``mask``.
 
+    ``u``: (B, 3) uniform numbers of each item (the pixel, then its place in the window).
     With a region, a window drawn anywhere would often fall outside it and waste its query.
     """
     b, _, h, w = mask.shape
-    weights = mask.flatten(1).float().cpu()  # (B, H * W)
+    weights = mask.flatten(1).double()  # (B, H * W)
     weights[weights.sum(1) == 0] = 1.0  # an empty region: any pixel (nothing will change)
-    pixel = torch.multinomial(weights, 1, generator=g)  # (B, 1)
-    top = (pixel // w - torch.randint(0, sh, (b, 1), generator=g)).clamp(0, h - sh)
-    left = (pixel % w - torch.randint(0, sw, (b, 1), generator=g)).clamp(0, w - sw)
+    cdf = weights.cumsum(1)  # (B, H * W)
+    # Inverse CDF: the first pixel whose cumulative weight exceeds u * total (weight > 0).
+    pixel = torch.searchsorted(cdf, u[:, :1].double() * cdf[:, -1:], right=True)
+    pixel = pixel.clamp(max=h * w - 1)  # (B, 1)
+    top = (pixel // w - _index(u[:, 1:2], sh)).clamp(0, h - sh)
+    left = (pixel % w - _index(u[:, 2:3], sw)).clamp(0, w - sw)
     return top, left
 
 
@@ -63,7 +84,9 @@ class Square(Attack):
     sign per channel; the change is kept if the margin ``z_y - max_{i != y} z_i`` drops (for
     ``targeted=True``, ``max_{i != t} z_i - z_t``). A sample stops once it is fooled. Inputs
     that are not images are searched as ``(B, C, 1, L)`` strips. Each query is one forward
-    pass of the whole batch.
+    pass of the whole batch. Every sample draws its stripes, windows and signs from its own
+    stream (``ctx.items``, a fixed amount per query), so its search does not depend on the
+    other samples of the batch.
 
     Args:
         eps: L-inf budget, shared or per key.
@@ -101,7 +124,7 @@ class Square(Attack):
         if "loss" in kw:
             raise ValueError("Square follows the logits' margin, as the paper does; got a loss")
         super().__init__(targets, **kw)
-        check_strength(eps, "eps")
+        self.check_strength_value(eps)  # >= 0 and at most 1 on [0, 1] pixels
         check_count(queries, "queries", low=2)
         check_strength(p_init, "p_init", high=1.0)
         if p_init == 0:
@@ -117,63 +140,78 @@ class Square(Attack):
         margin = other - z_y if self.targeted else z_y - other
         return margin, (logits.argmax(1) == ctx.labels) == self.targeted
 
-    def _signs(self, ctx: AttackContext, shape: tuple, like: torch.Tensor) -> torch.Tensor:
-        """Random +-1 of ``shape``, drawn on the CPU from the attack's generator."""
-        bits = torch.randint(0, 2, shape, generator=ctx.generator)
-        return (bits * 2 - 1).to(device=like.device, dtype=like.dtype)
-
     def perturb(self, ctx: AttackContext, x: Tensors) -> Tensors:
         eps = {k: per_key(self.eps, k, "eps") for k in x}
         if all(e == 0 for e in eps.values()):
             return x
         shapes = {k: v.shape for k, v in x.items()}
         xs = {k: v.reshape(_grid(v.shape)) for k, v in x.items()}  # (B, C, H, W) each
+        keys = sorted(xs)  # the order of the draws: not that of the targets
         margin, fooled = self._margin(ctx, xs, shapes)
         best = {}
-        for k, v in xs.items():
-            b, c, _, w = v.shape
-            stripes = ctx.clamp(k, v + eps[k] * self._signs(ctx, (b, c, 1, w), v))
+        for k in keys:
+            v = xs[k]
+            _, c, _, w = v.shape
+            signs = _plus_minus(ctx.items.rand((c, 1, w)), v)  # (B, C, 1, W)
+            stripes = ctx.clamp(k, v + eps[k] * signs)
             best[k] = torch.where(per_sample(fooled, v), v, stripes)
         m, now = self._margin(ctx, best, shapes)
         margin, fooled = torch.where(fooled, margin, m), fooled | now
+        draws: dict[str, torch.Tensor] = {}
         for i in range(self.queries - 2):
             if bool(fooled.all()):
                 break
+            if i % CHUNK == 0:  # (B, CHUNK, 3 + REDRAWS * C): window place, then signs
+                draws = {
+                    k: ctx.items.rand((CHUNK, 3 + REDRAWS * xs[k].shape[1])) for k in keys if eps[k]
+                }
             p = square_fraction(self.p_init, i, self.queries)
             cand = {
-                k: self._window(ctx, k, v, best[k], eps[k], p) if eps[k] else best[k]
+                k: self._window(ctx, k, v, best[k], eps[k], p, draws[k][:, i % CHUNK])
+                if eps[k]
+                else best[k]
                 for k, v in xs.items()
             }
             m, now = self._margin(ctx, cand, shapes)
             take = ~fooled & ((m < margin) | now)
             best = {k: torch.where(per_sample(take, v), cand[k], v) for k, v in best.items()}
             margin, fooled = torch.where(take, m, margin), fooled | (take & now)
-        return {k: v.reshape(shapes[k]) for k, v in best.items()}
+        return {k: best[k].reshape(shapes[k]) for k in x}
 
     def _window(
-        self, ctx: AttackContext, k: str, x: torch.Tensor, best: torch.Tensor, eps: float, p: float
+        self,
+        ctx: AttackContext,
+        k: str,
+        x: torch.Tensor,
+        best: torch.Tensor,
+        eps: float,
+        p: float,
+        u: torch.Tensor,
     ) -> torch.Tensor:
-        """``best`` with one random window per sample set to a fresh ``+-eps`` per channel."""
+        """``best`` with one random window per sample set to a fresh ``+-eps`` per channel.
+
+        ``u``: (B, 3 + REDRAWS * C) uniform numbers of each sample for this query.
+        """
         b, c, h, w = x.shape
         area = p * h * w
         sh = min(max(round(math.sqrt(area)), 1), h)
         sw = min(max(round(area / sh), 1), w)
-        g = ctx.generator
+        u = u.to(x.device)
         if k in ctx.masks:
-            top, left = _window_on(ctx.masks[k], sh, sw, g)
-            top, left = top.to(x.device), left.to(x.device)
+            top, left = _window_on(ctx.masks[k], sh, sw, u[:, :3])
         else:
-            top = torch.randint(0, h - sh + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
-            left = torch.randint(0, w - sw + 1, (b, 1), generator=g).to(x.device)  # (B, 1)
+            top = _index(u[:, 1:2], h - sh + 1)  # (B, 1)
+            left = _index(u[:, 2:3], w - sw + 1)  # (B, 1)
         rows = torch.arange(h, device=x.device)
         cols = torch.arange(w, device=x.device)
         in_rows = (rows >= top) & (rows < top + sh)  # (B, H)
         in_cols = (cols >= left) & (cols < left + sw)  # (B, W)
         window = in_rows[:, None, :, None] & in_cols[:, None, None, :]  # (B, 1, H, W)
+        signs = _plus_minus(u[:, 3:], x).view(b, REDRAWS, c, 1, 1)
         cand, redraw = best, torch.ones(b, dtype=torch.bool, device=x.device)
-        for _ in range(10):
+        for j in range(REDRAWS):
             # As the paper's code does: redraw the signs of a window that would change nothing.
-            fresh = ctx.clamp(k, x + eps * self._signs(ctx, (b, c, 1, 1), x))
+            fresh = ctx.clamp(k, x + eps * signs[:, j])
             cand = torch.where(window & per_sample(redraw, x), fresh, cand)
             redraw = ((cand - best).abs() < 1e-7).flatten(1).all(1)  # (B,)
             if not bool(redraw.any()):

@@ -77,8 +77,9 @@ class _TokenAttack(Attack):
         self.rate = rate
 
     def _hit(self, ctx: AttackContext, ids: torch.Tensor) -> torch.Tensor:
-        """Which real (non-padding) tokens to change: each with probability ``rate``."""
-        draw = torch.rand(ids.shape, generator=ctx.generator).to(ids.device)
+        """Which real (non-padding) tokens to change: each with probability ``rate``, drawn
+        from each item's own stream (so not depending on the other items)."""
+        draw = ctx.items.rand(ids.shape[1:]).to(ids.device)  # (B, L)
         return (draw < self.rate) & (ids != PAD)
 
 
@@ -115,14 +116,15 @@ class TokenSubstitution(_TokenAttack):
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = {}
-        for k, ids in x.items():
+        for k in sorted(x):  # the order of the draws: not that of the targets
+            ids = x[k]
             encoder = cast(Mapping[str, nn.Module], ctx.model.encoders)[k]
             vocab = self.vocab_size or (
                 encoder.vocab_size if isinstance(encoder, TokenEncoder) else None
             )
             if vocab is None or vocab < 3:
                 raise ValueError(f"TokenSubstitution needs vocab_size >= 3 for {k!r}, got {vocab}")
-            new = torch.randint(2, vocab, ids.shape, generator=ctx.generator).to(ids.device)
+            new = ctx.items.randint(2, vocab, ids.shape[1:]).to(ids.device)  # (B, L)
             out[k] = torch.where(self._hit(ctx, ids), new, ids)
         return out
 
@@ -141,7 +143,7 @@ class TokenDrop(_TokenAttack):
     """
 
     def perturb(self, ctx: AttackContext, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {
-            k: torch.where(self._hit(ctx, ids), torch.full_like(ids, PAD), ids)
-            for k, ids in x.items()
+        return {  # drawn in sorted key order: not depending on the order of targets
+            k: torch.where(self._hit(ctx, x[k]), torch.full_like(x[k], PAD), x[k])
+            for k in sorted(x)
         }

@@ -1,7 +1,17 @@
 import pytest
 import torch
 
-from modfuse.attacks import FGSM, PGD, GaussianBlur, GaussianNoise
+from modfuse.attacks import (
+    APGD,
+    FGSM,
+    PGD,
+    DropModality,
+    Ensemble,
+    GaussianBlur,
+    GaussianNoise,
+    Square,
+    TorchAttacksAdapter,
+)
 from tests.attacks.common import fg_bg_batch, fg_bg_model
 
 Y = torch.tensor([0, 1, 2, 0])
@@ -72,3 +82,63 @@ def test_blur_of_a_vector_is_refused():
         GaussianBlur(sigma=1, targets=("vec",))(
             model, {"vec": torch.rand(2, 5)}, torch.tensor([0, 1])
         )
+
+
+def test_a_target_that_is_not_floating_point_names_its_dtype():
+    x = fg_bg_batch()
+    x["fg"] = (x["fg"] * 255).to(torch.uint8)
+    with pytest.raises(
+        TypeError, match=r"target 'fg' must be a floating-point tensor, got a torch\.uint8 tensor"
+    ):
+        FGSM()(fg_bg_model(), x, Y)
+    x["fg"] = fg_bg_batch()["fg"].tolist()
+    with pytest.raises(TypeError, match=r"floating-point tensor, got list"):
+        FGSM()(fg_bg_model(), x, Y)
+
+
+def test_a_token_attack_on_a_float_input_names_its_dtype():
+    from modfuse import FusionModel
+    from modfuse.attacks import TokenDrop
+
+    model = FusionModel({"text": {"name": "text_cnn", "vocab_size": 30}}, num_classes=2)
+    with pytest.raises(TypeError, match=r"integer tensor \(token ids\), got a torch\.float32"):
+        TokenDrop(0.5)(model, {"text": torch.rand(2, 8)}, torch.tensor([0, 1]))
+
+
+UNTOUCHED = {
+    "fgsm": lambda: FGSM(8 / 255),
+    "pgd": lambda: PGD(8 / 255, steps=2, seed=0),
+    "apgd": lambda: APGD(8 / 255, steps=2, seed=0),
+    "square": lambda: Square(8 / 255, queries=5, seed=0),
+    "worst_case": lambda: Ensemble.standard(8 / 255, steps=1, restarts=1, queries=3),
+    "blur": lambda: GaussianBlur(1.0),
+    "noise": lambda: GaussianNoise(0.1, seed=0),
+    "drop_bg": lambda: DropModality(targets=("bg",)),
+    "torchattacks": lambda: TorchAttacksAdapter("FGSM", "fg", eps=8 / 255),
+}
+
+
+@pytest.mark.parametrize("name", UNTOUCHED)
+def test_float64_inputs_keys_not_targeted_come_back_as_the_very_same_tensors(name):
+    model = fg_bg_model().eval()  # float32 weights
+    x = {k: v.double() for k, v in fg_bg_batch().items()}
+    y = model({k: v.float() for k, v in x.items()}).argmax(1)  # right on all: all attacked
+    attack = UNTOUCHED[name]()
+    out = attack(model, x, y)
+    for k in x:
+        if k in attack.targets:
+            continue
+        assert out[k] is x[k], f"{k} came back as a copy ({out[k].dtype})"
+    if name == "fgsm":
+        (swept,) = attack.sweep(model, x, y, [4 / 255])
+        assert swept["bg"] is x["bg"]
+
+
+def test_float32_inputs_of_a_float64_model_come_back_moved_but_exact():
+    model = fg_bg_model().double().eval()
+    x = fg_bg_batch()
+    out = PGD(8 / 255, steps=1, seed=0)(model, x, Y)
+    # Widening keeps every value: the untouched key follows the model, bit for bit.
+    assert out["bg"].dtype == torch.float64 and torch.equal(out["bg"], x["bg"].double())
+    same = {k: v.double() for k, v in x.items()}
+    assert PGD(8 / 255, steps=1, seed=0)(model, same, Y)["bg"] is same["bg"]

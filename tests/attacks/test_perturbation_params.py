@@ -1,14 +1,16 @@
 """Random parameters of corruptions: drawn once per call for all targets, then applied.
 
-``make_params(x, generator)`` draws every random number of a call (torchvision v2's split);
-``transform(key, x, params)`` applies them. A random sigma is one per sample, shared by every
-target; noise is independent per key but does not depend on the order of ``targets``.
+``make_params(x, streams)`` draws every random number of a call (torchvision v2's split), each
+item from its own stream; ``transform(key, x, params)`` applies them. A random sigma is one per
+sample, shared by every target; noise is independent per key but does not depend on the order
+of ``targets``.
 """
 
 import pytest
 import torch
 
 from modfuse.attacks import GaussianBlur, GaussianNoise, gaussian_blur
+from modfuse.attacks.streams import ItemStreams
 from tests.attacks.common import fg_bg_batch, fg_bg_model
 
 LABELS = torch.tensor([0, 1, 2, 0])
@@ -39,7 +41,7 @@ def test_a_random_sigma_does_not_depend_on_the_order_of_targets():
 
 def test_blur_params_one_sigma_per_sample_in_range_shared_by_every_key():
     blur = GaussianBlur(sigma=(0.5, 3.0), targets=("fg", "bg"))
-    params = blur.make_params(fg_bg_batch(), torch.Generator().manual_seed(0))
+    params = blur.make_params(fg_bg_batch(), ItemStreams(range(4)))
     sigma = params["sigma"]
     assert sorted(sigma) == ["bg", "fg"] and sigma["fg"] is sigma["bg"]
     assert sigma["fg"].shape == (4,) and len(set(sigma["fg"].tolist())) == 4  # per sample
@@ -50,20 +52,26 @@ def test_blur_applies_exactly_the_params_it_drew():
     x = fg_bg_batch()
     blur = GaussianBlur(sigma=(0.5, 3.0), targets=("fg", "bg"), seed=5)
     out = blur(fg_bg_model(), x, LABELS)
-    sigma = blur.make_params(x, blur.generator())["sigma"]  # the same seed: the same draw
+    # The same seed and items: the same streams, the same draw.
+    sigma = blur.make_params(x, blur.item_streams(x, LABELS))["sigma"]
     for k in ("fg", "bg"):
         want = gaussian_blur(x[k], sigma[k]).clamp(0, 1)
         torch.testing.assert_close(out[k], want, rtol=0, atol=0)
 
 
 def test_a_fixed_sigma_draws_nothing():
-    g = torch.Generator().manual_seed(0)
-    state = g.get_state()
+    streams = ItemStreams(range(4))
+    states = [g.get_state() for g in streams.generators]
     params = GaussianBlur(sigma={"fg": 1.0, "bg": 2.0}, targets=("fg", "bg")).make_params(
-        fg_bg_batch(), g
+        fg_bg_batch(), streams
     )
     assert params == {"sigma": {"fg": 1.0, "bg": 2.0}}
-    assert torch.equal(g.get_state(), state)
+    assert all(torch.equal(g.get_state(), s) for g, s in zip(streams.generators, states))
+    # Nor does a call: with no seed, torch's global RNG is left as it was.
+    model, x = fg_bg_model(), fg_bg_batch()  # fg_bg_model seeds torch's RNG
+    before = torch.random.get_rng_state()
+    GaussianBlur(sigma=1.0, targets=("fg",))(model, x, LABELS)
+    assert torch.equal(torch.random.get_rng_state(), before)
 
 
 def test_a_random_sigma_needs_one_batch_size():
@@ -120,7 +128,7 @@ def test_noise_applies_exactly_the_params_it_drew():
     x = {k: v * 0.5 + 0.25 for k, v in fg_bg_batch().items()}  # room for noise: no clamping
     noise = GaussianNoise(snr_db=30.0, targets=("fg", "bg"), seed=2)
     out = noise(fg_bg_model(), x, LABELS)
-    params = noise.make_params(x, noise.generator())
+    params = noise.make_params(x, noise.item_streams(x, LABELS))
     for k in ("fg", "bg"):
         assert params["noise"][k].shape == x[k].shape
         rms = x[k].flatten(1).pow(2).mean(1).sqrt().view(-1, 1, 1, 1)
