@@ -39,8 +39,10 @@ from modfuse.attacks import APGD, FGSM, PGD, Ensemble, GaussianBlur, Square
 from modfuse.checkpoint import save_tensors
 from modfuse.data import CocoContext, FeatureCache, FeatureDataset, StackedDataset
 from modfuse.data.coco import coco_splits
+from modfuse.data.hashing import dataset_fingerprint
 from modfuse.data.synthetic import PRETRAIN_CLASSES, REFERENCE_DIFFICULTY, make_synthetic_coco
 from modfuse.evaluate import Sweep, feature_shift, modality_reliance, robustness_sweep
+from modfuse.manifest import folder_digest
 from modfuse.regularizers import ModalityWeightPenalty
 from modfuse.report import accuracy_tables, seed_means, write_report
 from modfuse.train import Trainer
@@ -284,6 +286,8 @@ def run_world(
     common = dict(batch_size=run.batch_size, progress=False, workers=run.workers)
     result = robustness_sweep(main, test, sweeps(s), **common)
     rows, flags, checks = label(list(result), world, result.flags), result.flags, [result.checks]
+    baselines = {world: result.baselines}
+    per_class = [{**r, "world": world} for r in result.per_class or []]
     if world == "distinct":
         # Who moves what, on the first seed's models (the raw-image attacks go through the
         # views and both encoders: the costliest sweeps of the run).
@@ -319,6 +323,7 @@ def run_world(
                 **common,
             )
             rows += label(list(wc), f"{world}, first {n} items", wc.flags)
+            baselines[f"{world}, first {n} items"] = wc.baselines
             flags += wc.flags
             checks.append(wc.checks)
     first = f"joint#s{s.seeds[0]}"
@@ -342,11 +347,29 @@ def run_world(
         "shifts": shifts,
         "reliance": reliance,
         "histories": histories,
+        "baselines": baselines,
+        "per_class": per_class,
     }
 
 
 #: Models attacked with the worst-case ensemble (the background-only model has no fg input).
 WORST_CASE_MODELS = ("fg_only", "joint", "joint_fg_penalty", "fg_adv_trained")
+
+
+#: What each family of perturbations moves, for the report's header.
+MOVES = {
+    "fg_": "`fg_*` perturbations touch only the foreground view (the paper's threat model)",
+    "object_": "`object_*` only the object's pixels in the raw image",
+    "bg_": "`bg_*` only the background view",
+    "image_": "`image_*` the whole raw image in front of the views",
+}
+
+
+def swept_note(rows: list[dict]) -> str:
+    """One sentence on the perturbation families that ran (none that did not)."""
+    ran = {r["perturbation"] for r in rows}
+    parts = [text for prefix, text in MOVES.items() if any(p.startswith(prefix) for p in ran)]
+    return ("; ".join(parts) + ".") if parts else "No perturbation was swept: clean rows only."
 
 
 def summary(rows: list[dict], shifts: dict, reliance: dict) -> dict[str, Any]:
@@ -502,13 +525,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "shifts": {},
         "reliance": {},
         "histories": {},
+        "baselines": {},
+        "per_class": [],
     }
     class_map = {}
     for world, (train, test) in worlds.items():
         part = run_world(world, train, test, encoders, views, s, out, run)
-        for k in ("rows", "flags", "checks"):
+        for k in ("rows", "flags", "checks", "per_class"):
             found[k] += part[k]
-        for k in ("shifts", "reliance", "histories"):
+        for k in ("shifts", "reliance", "histories", "baselines"):
             found[k].update(part[k])
         class_map[world] = train.class_to_index
     rows = found["rows"]
@@ -522,19 +547,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": elapsed,
         "summary": result,
         "seeds": list(s.seeds),
+        # Which bytes each world held: generated worlds by a hash of their files, COCO by
+        # its fingerprint (annotation file and each image's size and time).
+        "data": {
+            world: (folder_digest(out / "data" / world) if not args.coco_root else None)
+            or dataset_fingerprint(test)
+            for world, (_, test) in worlds.items()
+        },
     }
     report_dir = out / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     notes = [
         "Foreground-only, background-only and joint (concat) heads on frozen encoders, after "
-        "arXiv 2011.09526. `fg_*` perturbations touch only the foreground view (the paper's "
-        "threat model); `object_fgsm` paints only the object's pixels in the raw image, "
-        "`bg_fgsm` only the background view, `image_*` the whole raw image in front of the "
-        f"views. Seeds {list(s.seeds)} train the heads, the adversarial baseline and the "
-        "attacks' random starts; the worlds and the pretrained encoders are the same for "
-        "every seed (they stand in for fixed public checkpoints). Cells are means over the "
-        "seeds (± their standard deviation); results.csv has every seed and 95% Wilson "
-        f"intervals. Run time: {elapsed / 60:.1f} min.",
+        f"arXiv 2011.09526. {swept_note(rows)} Seeds {list(s.seeds)} train the heads, the "
+        "adversarial baseline and the attacks' random starts; the worlds and the pretrained "
+        "encoders are the same for every seed (they stand in for fixed public checkpoints). "
+        "Cells are means over the seeds (± their standard deviation); results.csv has every "
+        f"seed and 95% Wilson intervals. Run time: {elapsed / 60:.1f} min.",
         "",
         "## The paper's claims, on the seed means",
         "",
@@ -589,9 +618,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flags=found["flags"],
         checks=claims_lib.merge_checks(found["checks"]),
         histories=found["histories"],
+        baselines=found["baselines"],
+        per_class=found["per_class"],
     )
     (report_dir / "summary.json").write_text(json.dumps(result, indent=2, sort_keys=True))
-    print(accuracy_tables(rows + means, "world"))
+    print(accuracy_tables(rows + means, "world", found["baselines"]))
     print(claims_lib.claims_table(result["claims"]))
     log(f"done in {elapsed / 60:.1f} min; report: {report}")
     return result

@@ -177,12 +177,18 @@ def claims_table(found: Sequence[Mapping[str, Any]]) -> str:
     for c in found:
         verdict = "yes" if c["holds"] else "**NO**"
         lines.append(f"| {c['claim']} | {c['value']} | {verdict} | {c['seeds']} |")
+    if not found:  # nothing was judged: never "every claim holds" over an empty table
+        return (
+            "No claim could be judged on this run: the worlds and perturbations the claims "
+            "compare (distinct and similar synthetic worlds, foreground blur, FGSM and the "
+            "worst case) did not run."
+        )
     failed = [c for c in found if not c["holds"]]
     lines += [
         "",
-        f"**{len(failed)} claim(s) do not hold on this run.**"
+        f"**{len(failed)} of {len(found)} claim(s) do not hold on this run.**"
         if failed
-        else "Every claim holds on the seed means.",
+        else f"All {len(found)} claims hold on the seed means.",
     ]
     return "\n".join(lines)
 

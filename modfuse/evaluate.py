@@ -36,6 +36,7 @@ from modfuse.sweep_inputs import _with_views
 from modfuse.sweep_result import SweepResult
 from modfuse.sweep_resume import ResumeFile
 from modfuse.sweep_sanity import SampleRecord, head, not_run, probe_models
+from modfuse.sweep_tally import Tally, collapse_flags
 from modfuse.sweep_work import (
     _as_model,
     _clean_batch,
@@ -83,6 +84,12 @@ class Sweep:
         self.attack = ATTACKS.create(self.attack)
         if not self.strengths:
             raise ValueError(f"sweep {self.name!r} has no strengths")
+        repeated = sorted({float(v) for v in self.strengths if list(self.strengths).count(v) > 1})
+        if repeated:
+            raise ValueError(
+                f"sweep {self.name!r}: strengths {list(self.strengths)} repeat {repeated}; "
+                "each strength is one column of the results and must appear once"
+            )
         if self.attack.strength_param is None and len(self.strengths) > 1:
             raise ValueError(f"{type(self.attack).__name__} has no strength to sweep")
         for v in self.strengths:
@@ -161,14 +168,21 @@ def robustness_sweep(
             raise KeyError(
                 f"sweep {sweep.name!r}: source model {sweep.source!r} not in {sorted(models)}"
             )
+    if isinstance(data, Sized) and len(data) == 0:
+        raise ValueError(
+            "robustness_sweep got an empty dataset (0 items): there is nothing to measure; "
+            "check the data's split, selection or categories"
+        )
     dist_utils.check_same_weights(models)  # one model per report: every rank the same
     wrapped = {n: _as_model(m, data) for n, m in models.items()}
     placement = _one_placement(wrapped)
     points: list[tuple[str, Sweep | None, float]] = [("clean", None, 0.0)] + [
         (s.name, s, float(v)) for s in perturbations for v in s.strengths
     ]
-    correct = {(n, p, v): 0 for n in wrapped for p, _, v in points}
-    total = 0
+    tally = Tally(
+        [(n, p, v) for p, _, v in points for n in wrapped],
+        num_classes=max(m.num_classes for m in wrapped.values()),
+    )
     memo = _FeatureMemo(wrapped)
     shard = data
     if dist_utils.is_distributed():
@@ -178,7 +192,7 @@ def robustness_sweep(
     loader = make_loader(shard, batch_size, workers=workers)
     record: SampleRecord | None = None  # the items the sanity probes run on, and their scores
     progress_file = ResumeFile(resume_file, wrapped, data, perturbations, batch_size)
-    done, total = progress_file.load(correct)
+    done = progress_file.load(tally)
     with eval_mode(*wrapped.values()):
         for index, batch in enumerate(
             tqdm(loader, desc="robustness sweep", disable=not progress or not dist_utils.is_main())
@@ -193,29 +207,27 @@ def robustness_sweep(
             first = None  # the record, on the batch its subsample comes from
             if sanity and record is None:
                 record = first = SampleRecord(*head(batch, labels, sanity_samples))
-            total += len(labels)
+            tally.count_labels(labels)
             memo.store.clear()
-            _clean_batch(wrapped, batch, labels, memo, correct, perturbations)
+            _clean_batch(wrapped, batch, labels, memo, tally, perturbations)
             for sweep in perturbations:
-                _sweep_batch(sweep, wrapped, batch, labels, memo, correct, first)
-            _count_deferred(wrapped, batch, labels, memo, correct)
+                _sweep_batch(sweep, wrapped, batch, labels, memo, tally, first)
+            _count_deferred(wrapped, batch, labels, memo, tally)
             if first is not None:
                 first.keep_features(memo.store)
-            progress_file.save(index + 1, correct, total)
+            progress_file.save(index + 1, tally)
         if sanity:
             probed = (
                 probe_models(wrapped, perturbations, record, memo)
                 if record is not None
                 else ([], not_run("no batch was evaluated in this process"))
             )
-    keys = list(correct)
-    summed = dist_utils.all_reduce_sum(torch.tensor([correct[k] for k in keys] + [total]))
-    correct = dict(zip(keys, summed[:-1].tolist()))
-    total = int(summed[-1])
+    tally.all_reduce()
+    total = tally.total
     rows = []
     for p, s, v in points:
         for n in wrapped:
-            c = correct[(n, p, v)]
+            c = tally.correct[(n, p, v)]
             lo, hi = wilson_interval(c, total)
             meta = attack_meta(s.attack) if s else {"norm": "none", "unit": "", "iterative": False}
             rows.append(
@@ -237,10 +249,11 @@ def robustness_sweep(
                 }
             )
     progress_file.remove()
-    result = SweepResult(rows)
+    result = SweepResult(rows, per_class=tally.per_class_rows(), baselines=tally.baselines())
     if sanity:
         row_flags, coverage = row_checks(rows)
-        result.flags = [f.as_dict() for f in dedupe(row_flags + probed[0])]
+        count_flags, coverage["single_class_predictions"] = collapse_flags(tally, list(wrapped))
+        result.flags = [f.as_dict() for f in dedupe(row_flags + count_flags + probed[0])]
         result.checks = check_statuses(result.flags, {**coverage, **probed[1]})
     else:
         result.flags = []

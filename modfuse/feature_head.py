@@ -40,6 +40,7 @@ class FeatureHead(nn.Module):
         self.modalities = model.modalities
         self.encoders: dict[str, nn.Module] = {}  # features come in already encoded
         self.views = None  # nor are there raw images to make views of
+        self.num_classes = model.num_classes
 
     def input_keys(self) -> list[str]:
         return list(self.modalities)

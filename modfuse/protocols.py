@@ -97,6 +97,7 @@ class MultimodalModel(Protocol):
     """
 
     modalities: list[str]
+    num_classes: int
     encoders: Mapping[str, nn.Module]
     views: Any  # a front end with input_keys / output_keys (ContextViews), or None
 

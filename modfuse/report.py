@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-import platform
-import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from modfuse.manifest import environment
 from modfuse.report_plots import plot_feature_shift, plot_sweeps, plot_training_curves
 from modfuse.report_tables import (
     COLUMNS,
+    Baselines,
     accuracy_tables,
     csv_text,
     format_strength,
@@ -37,41 +36,11 @@ __all__ = [
     "accuracy_tables",
     "environment",
     "format_strength",
+    "read_baselines",
     "sanity_summary",
     "seed_means",
     "write_report",
 ]
-
-
-def environment() -> dict[str, Any]:
-    """Versions and revision that a result depends on."""
-    import torch
-
-    import modfuse
-
-    versions: dict[str, str | None] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "modfuse": modfuse.__version__,
-        "platform": platform.platform(),
-    }
-    for name in ("torchvision", "timm", "numpy"):
-        try:
-            versions[name] = __import__(name).__version__
-        except ImportError:
-            versions[name] = None
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-        git = rev.stdout.strip() if rev.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        git = None
-    return {"versions": versions, "git_revision": git, "argv": sys.argv}
 
 
 def _section(
@@ -170,6 +139,26 @@ def _training_section(
     return md + [f"![training curves]({plot_training_curves(out, histories)})", ""]
 
 
+def _checked_folder(out_dir: Any) -> Path:
+    """``out_dir`` as a Path, or a TypeError naming what came (arguments in the wrong order
+    give a list here)."""
+    if not isinstance(out_dir, (str, os.PathLike)):
+        raise TypeError(
+            "write_report(out_dir, rows, ...): out_dir must be a folder path (str or Path), "
+            f"got {type(out_dir).__name__}; were the arguments given in the wrong order?"
+        )
+    return Path(out_dir)
+
+
+def read_baselines(payload: Mapping[str, Any]) -> dict[Any, dict[str, Any]] | None:
+    """The baselines a results.json holds (see :func:`write_report`), None for a file written
+    before results carried them."""
+    found = payload.get("baselines")
+    if not found:
+        return None
+    return {b["group"]: {k: v for k, v in b.items() if k != "group"} for b in found}
+
+
 def write_report(
     out_dir: str | os.PathLike,
     rows: Sequence[Mapping[str, Any]],
@@ -183,6 +172,8 @@ def write_report(
     flags: Sequence[Mapping[str, str]] | None = None,
     checks: Sequence[Mapping[str, str]] | None = None,
     histories: Mapping[str, Sequence[Mapping[str, float]]] | None = None,
+    baselines: Baselines | None = None,
+    per_class: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
     """Write results.csv, results.json, report.md, PNG plots and manifest.json to ``out_dir``.
 
@@ -203,6 +194,11 @@ def write_report(
         histories: Per model, the training history :class:`modfuse.train.Trainer` writes to
             history.json (records with ``epoch``, ``train_loss``, ``train_acc``, ``val_acc``,
             ``seconds``): plotted as training_curves.png.
+        baselines: Majority-class and uniform-chance accuracies shown under every accuracy
+            table, per value of ``group_by`` (None: for every group); default: the
+            ``baselines`` of ``rows`` when it is a sweep's result.
+        per_class: Per-class counts written to results.json; default: the ``per_class`` of
+            ``rows`` when it is a sweep's result.
 
     Returns:
         Path of report.md.
@@ -219,7 +215,17 @@ def write_report(
         ...     path.read_text())
         True
     """
-    out = Path(out_dir)
+    out = _checked_folder(out_dir)
+    if not isinstance(rows, Sequence) or isinstance(rows, (str, bytes)):
+        raise TypeError(
+            "write_report(out_dir, rows, ...): rows must be a sequence of row dicts (what "
+            f"robustness_sweep returns), got {type(rows).__name__}"
+        )
+    if isinstance(rows, SweepResult):
+        if baselines is None and rows.baselines is not None:
+            baselines = {None: rows.baselines}
+        if per_class is None:
+            per_class = rows.per_class
     out.mkdir(parents=True, exist_ok=True)
     flags, checks = sanity_summary(
         rows,
@@ -234,6 +240,8 @@ def write_report(
         "reliance": reliance or {},
         "flags": flags,
         "checks": checks,
+        "baselines": [{"group": g, **b} for g, b in (baselines or {}).items()],
+        "per_class": list(per_class or []),
     }
     atomic_write_json(out / "results.json", payload)
     atomic_write_json(out / "manifest.json", {**(manifest or {}), **environment()})
@@ -243,7 +251,7 @@ def write_report(
     if notes:
         md += [notes, ""]
     md += _sanity_section(flags, checks)
-    md += ["## Accuracy under perturbation", "", accuracy_tables(rows, group_by), ""]
+    md += ["## Accuracy under perturbation", "", accuracy_tables(rows, group_by, baselines), ""]
     md += [f"![{p}]({p})" for p in plots] + [""]
     if histories:
         md += _training_section(out, histories)

@@ -130,8 +130,28 @@ def _cell(row: Mapping[str, Any]) -> str:
     return f"{row['accuracy']:.3f}"
 
 
-def _tables(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> list[str]:
+#: Per group value of ``group_by`` (None: every group), what :func:`class_baselines` gives.
+Baselines = Mapping[Any, Mapping[str, Any]]
+
+
+def _baseline_rows(base: Mapping[str, Any] | None, columns: int) -> list[str]:
+    """The majority-class and chance rows of a table (every column the same value)."""
+    if base is None:
+        unknown = ["not known (no class counts came with these rows)"] + [""] * (columns - 1)
+        return ["| *baselines* | " + " | ".join(unknown) + " |"]
+    majority = " | ".join([f"{base['majority']:.3f}"] * columns)
+    chance = " | ".join([f"{base['chance']:.3f}"] * columns)
+    return [
+        f"| *majority class ({base['majority_class']})* | {majority} |",
+        f"| *uniform chance (1/{base['classes']})* | {chance} |",
+    ]
+
+
+def _tables(
+    rows: Sequence[Mapping[str, Any]], by: Sequence[str], baselines: Baselines | None = None
+) -> list[str]:
     out = []
+    baselines = baselines or {}
     groups = list(dict.fromkeys(tuple(r.get(k) for k in by) for r in rows))
     groups.sort(key=str)
     for g in groups:
@@ -140,10 +160,12 @@ def _tables(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> list[str]:
         clean = {r["model"]: r for r in sub if r["perturbation"] == "clean"}
         perts = [p for p in dict.fromkeys(r["perturbation"] for r in sub) if p != "clean"]
         models = list(dict.fromkeys(r["model"] for r in sub))
+        base = baselines.get(g[0] if g else None, baselines.get(None))
         if not perts:
             out += ["### clean" + (f" ({where})" if where else ""), ""]
             out += ["| model | clean |", "|---|---|"]
-            out += [f"| {m} | {_cell(clean[m])} |" for m in models if m in clean] + [""]
+            out += [f"| {m} | {_cell(clean[m])} |" for m in models if m in clean]
+            out += _baseline_rows(base, 1) + [""]
         for p in perts:
             prow = [r for r in sub if r["perturbation"] == p]
             strengths = list(dict.fromkeys(r["strength"] for r in prow))
@@ -164,12 +186,19 @@ def _tables(rows: Sequence[Mapping[str, Any]], by: Sequence[str]) -> list[str]:
                     hit = [r for r in prow if r["model"] == m and r["strength"] == s]
                     cells.append(_cell(hit[0]) if hit else "-")
                 out.append(f"| {m} | " + " | ".join(cells) + " |")
-            out.append("")
+            out += _baseline_rows(base, 1 + len(strengths)) + [""]
     return out
 
 
-def accuracy_tables(rows: Sequence[Mapping[str, Any]], group_by: str | None = None) -> str:
-    """Markdown: one table per (group, perturbation); models as rows, strengths as columns.
+def accuracy_tables(
+    rows: Sequence[Mapping[str, Any]],
+    group_by: str | None = None,
+    baselines: Baselines | None = None,
+) -> str:
+    """Markdown: one table per (group, perturbation); models as rows, strengths as columns,
+    and below the models the majority-class and uniform-chance baselines of the items
+    (``baselines``: per value of ``group_by``, or under None for every group; a table whose
+    baselines are not known says so). No rows: a sentence saying that nothing was evaluated.
 
     Rows of several seeds are shown as means ``0.812 ± 0.013`` (mean ± sample std over
     seeds; computed with :func:`seed_means` unless the rows hold them), followed by one table
@@ -183,18 +212,20 @@ def accuracy_tables(rows: Sequence[Mapping[str, Any]], group_by: str | None = No
         True
     """
     by = [group_by] if group_by else []
+    if not rows:
+        return "No rows: nothing was evaluated, so there is no accuracy to report."
     rows = with_seed_means(rows)
     means = [r for r in rows if r.get("seed") == "mean"]
     if not means:
         n = rows[0]["n"] if rows else 0
         foot = f"Accuracies on n = {n} test items per cell; results.csv has 95% Wilson intervals."
-        return "\n".join(_tables(rows, by) + [foot])
+        return "\n".join(_tables(rows, by, baselines) + [foot])
     per_seed = [r for r in rows if r.get("seed") != "mean"]
     seeds = sorted({str(r["seed"]) for r in per_seed})
-    out = _tables(means, by)
+    out = _tables(means, by, baselines)
     out.append(
         f"Mean ± sample standard deviation over {len(seeds)} seed(s) ({', '.join(seeds)}); "
         "results.csv has every seed's row and the 95% Wilson interval of the pooled counts."
     )
-    out += ["", "### Per seed", ""] + _tables(per_seed, [*by, "seed"])
+    out += ["", "### Per seed", ""] + _tables(per_seed, [*by, "seed"], baselines)
     return "\n".join(out)

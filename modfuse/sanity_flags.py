@@ -38,9 +38,28 @@ CHECKS: dict[str, tuple[str, str]] = {
         "the attack is not working on this model (gradient masking or a bug): do not read its "
         "accuracy as robustness",
     ),
+    "single_class_predictions": (
+        "the model answered one class for (nearly) every clean item: its accuracy is that "
+        "class's share of the items (the majority baseline), not something it learned",
+        "check the training (labels, learning rate, class balance, frozen encoders built "
+        "without weights) before reading any number of this model",
+    ),
+    "accuracy_unmoved": (
+        "accuracy was exactly the clean accuracy under every perturbation at every strength",
+        "a model whose answers no perturbation moves is ignoring the perturbed inputs (or all "
+        "of its inputs): check that the attacks reach it and that it is not collapsed",
+    ),
 }
 #: Checks read from a sweep's rows; the others probe the models.
-ROW_CHECKS = ("accuracy_rises_with_strength", "iterative_weaker_than_single_step")
+ROW_CHECKS = (
+    "accuracy_rises_with_strength",
+    "iterative_weaker_than_single_step",
+    "accuracy_unmoved",
+)
+#: Checks read from the sweep's counts of each model's answers (neither rows nor probes).
+COUNT_CHECKS = ("single_class_predictions",)
+#: Share of the clean items given one class above which a model counts as collapsed.
+COLLAPSE_SHARE = 0.95
 #: Old names of checks, still read from results.json files written before the rename.
 RENAMED = {"pgd_weaker_than_fgsm": "iterative_weaker_than_single_step"}
 

@@ -119,6 +119,31 @@ def _iterative(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Flag], tuple[boo
     )
 
 
+def _unmoved(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Flag], tuple[bool, str]]:
+    """A model whose accuracy is exactly the clean one at every perturbed point (of at least
+    two points), in each group of rows."""
+    clean = {(_group(r), r["model"]): r for r in rows if r["perturbation"] == "clean"}
+    moved: dict[tuple, list[Mapping[str, Any]]] = {}
+    for r in rows:
+        if r["perturbation"] != "clean" and (_group(r), r["model"]) in clean:
+            moved.setdefault((_group(r), r["model"]), []).append(r)
+    flags, checked = [], 0
+    for (group, model), pts in moved.items():
+        if len(pts) < 2:
+            continue  # one point may honestly leave every answer as it was
+        checked += 1
+        base = clean[(group, model)]
+        if all(r["accuracy"] == base["accuracy"] and r["n"] == base["n"] for r in pts):
+            detail = (
+                f"{_label(group)}{base['accuracy']:.3f} clean and at all {len(pts)} perturbed "
+                f"points ({', '.join(sorted({r['perturbation'] for r in pts}))})"
+            )
+            flags.append(Flag("accuracy_unmoved", model, detail))
+    if checked:
+        return flags, (True, f"{checked} model(s) compared with their clean accuracy")
+    return flags, (False, "no model was scored at two or more perturbed points")
+
+
 def row_checks(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Flag], Coverage]:
     """The flags of :func:`check_rows`, and for each row check whether the rows gave it
     anything to compare, and what (or why not).
@@ -132,7 +157,8 @@ def row_checks(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Flag], Coverage]
     weaker, weaker_cov = _iterative(rows)
     cov = {"accuracy_rises_with_strength": rising_cov}
     cov["iterative_weaker_than_single_step"] = weaker_cov
-    return rising + weaker, cov
+    unmoved, cov["accuracy_unmoved"] = _unmoved(rows)
+    return rising + weaker + unmoved, cov
 
 
 def check_rows(rows: Sequence[Mapping[str, Any]]) -> list[Flag]:

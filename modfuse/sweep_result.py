@@ -14,6 +14,9 @@ class SweepResult(list):
     """The rows of a robustness sweep (a list of dicts), with its sanity ``flags`` (the failed
     checks) and ``checks`` (every check of :data:`modfuse.sanity.CHECKS`, each "passed",
     "flagged" or "not run", with what it ran on or why it did not run); None where unknown.
+    ``per_class``: per (model, perturbation, strength), the correct answers and items of each
+    class and how many answers each class got; ``baselines``: the majority-class and
+    uniform-chance accuracies of the items swept (:meth:`modfuse.sweep_tally.Tally.baselines`).
 
     Examples:
         >>> result = SweepResult([{"model": "m", "accuracy": 0.5}])
@@ -26,7 +29,11 @@ class SweepResult(list):
         rows: Iterable[dict[str, Any]] = (),
         flags: list[dict[str, str]] | None = None,
         checks: list[dict[str, str]] | None = None,
+        per_class: list[dict[str, Any]] | None = None,
+        baselines: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(rows)
         self.flags = flags
         self.checks = checks
+        self.per_class = per_class
+        self.baselines = baselines
