@@ -8,6 +8,7 @@ registered as ``family``, called with the variant as its first argument.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 import os
@@ -177,8 +178,21 @@ class Registry(Generic[T]):
         family, sep, variant = str(name).partition(":")
         if sep and family in self._factories and variant:
             return Resolved(name, self._factories[family], (variant,), kwargs)
-        raise KeyError(
-            f"unknown {self.kind} {name!r}; registered: {self.names()} "
+        raise KeyError(self.unknown(name))
+
+    def unknown(self, name: Any) -> str:
+        """The message for an unregistered ``name``: the closest registered names (difflib),
+        every registered name, and how to register one.
+
+        Examples:
+            >>> r = Registry("attack"); _ = r.register("fgsm")(lambda: None)
+            >>> r.unknown("fgms")
+            "unknown attack 'fgms'; did you mean 'fgsm'? registered: ['fgsm'] (...)"
+        """
+        close = difflib.get_close_matches(str(name), self.names(), n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+        return (
+            f"unknown {self.kind} {name!r}; {hint}registered: {self.names()} "
             f"(register your own with @register_{self.kind}(name))"
         )
 

@@ -11,6 +11,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 
 from modfuse.cli_checks import check_resume_fits, check_run_folder, validation_paragraph
 from modfuse.cli_data import build_data, cached_features, say
+from modfuse.cli_evaluate import evaluate_run, run_histories
 from modfuse.config import (
     ExperimentConfig,
     ValidationError,
@@ -25,92 +27,38 @@ from modfuse.config import (
     load_config,
     save_config,
 )
-from modfuse.protocols import ClassIndexed
-
-
-def _evaluate(
-    cfg: ExperimentConfig,
-    model: Any,
-    test: Any,
-    report_dir: Path,
-    reliance_data: Any = None,
-    progress: bool = True,
-    histories: Any = None,
-) -> Path:
-    """Sweep ``test`` (streamed) and write the report to ``report_dir``; modality reliance is
-    measured on ``reliance_data`` (the cached test features, when there are some) or ``test``.
-    The sweep's sanity flags and check statuses, and the training ``histories``, go into the
-    report."""
-    import torch
-
-    from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
-    from modfuse.report import write_report
-
-    sweeps = [Sweep(s.name, s.attack.as_spec(), s.strengths, s.source) for s in cfg.eval.sweeps]
-    say(f"evaluating under {len(sweeps)} perturbation sweeps on {len(test)} test items")
-    from modfuse import distributed
-
-    # Random perturbations drawn from torch's global generator give the same numbers in
-    # `modfuse run` and `modfuse eval`.
-    torch.manual_seed(cfg.seed)
-    rows = robustness_sweep(
-        {cfg.name: model},
-        test,
-        sweeps,
-        cfg.eval.batch_size,
-        progress=progress,
-        workers=cfg.data.workers,
-    )
-    if not distributed.is_main():
-        return report_dir / "report.md"  # rank 0 writes it
-    reliance_data = test if reliance_data is None else reliance_data
-    reliance = {cfg.name: modality_reliance(model, reliance_data, cfg.eval.batch_size)}
-    manifest = {
-        "config": cfg.model_dump(mode="json"),
-        "seed": cfg.seed,
-        "class_map": test.class_to_index if isinstance(test, ClassIndexed) else None,
-    }
-    return write_report(
-        report_dir,
-        rows,
-        reliance=reliance,
-        manifest=manifest,
-        title=cfg.name,
-        flags=rows.flags,
-        checks=rows.checks,
-        histories=histories,
-    )
-
-
-def _run_histories(run: Path, name: str) -> dict[str, list] | None:
-    """``{name: history}`` from the run's history.json (what the Trainer writes), if any."""
-    from modfuse.tensor_files import read_json
-
-    path = run / "history.json"
-    if not path.is_file():
-        return None
-    data = read_json(path)
-    history = data.get("history") if isinstance(data, dict) else None
-    if not isinstance(history, list):
-        raise ValueError(
-            f"{path}: expected {{'history': [one record per epoch], ...}}, got "
-            f"{type(data).__name__} without a 'history' list"
-        )
-    return {name: history} if history else None
+from modfuse.devices import check_device_available
+from modfuse.folder_lock import claim_folder
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import torch
-
     from modfuse import distributed
-    from modfuse.train import Trainer
 
     if args.force and not args.resume:
         raise ValueError("--force goes with --resume (resume although the config differs)")
     cfg = load_config(args.config)
+    device = args.device or cfg.device
+    if device is not None:
+        check_device_available(device)  # before anything is written
     distributed.init_from_env()  # under torchrun: join the process group
     out = Path(args.out or Path("runs") / cfg.name)
     main = distributed.is_main()  # only rank 0 writes
+    # Rank 0 holds the folder until the command ends: a second `modfuse run` into it stops
+    # here instead of passing the checks below beside this one.
+    with claim_folder(out, "a run folder") if main else contextlib.nullcontext():
+        return _run(args, cfg, out, main, device)
+
+
+def _run(
+    args: argparse.Namespace, cfg: ExperimentConfig, out: Path, main: bool, device: Any
+) -> int:
+    """The body of ``modfuse run``, with the run folder claimed."""
+    import torch
+
+    from modfuse import distributed
+    from modfuse.data.split import holdout
+    from modfuse.train import Trainer
+
     # Checked by every rank before rank 0 writes anything.
     changes = check_run_folder(out, cfg.model_dump(mode="json"), args.resume, args.force)
     torch.manual_seed(cfg.seed)  # the seed covers the model's initial weights too
@@ -150,22 +98,26 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_dir=out,
         workers=cfg.data.workers,
         progress=progress,
-        device=args.device or cfg.device,
+        device=device,
     )  # moves the model to its device: the cache and the evaluation follow it
-    fit_train, fit_test = train, test
-    cached = cached_features(cfg, model, train, test, out, progress)
-    if cached is not None:
-        fit_train, fit_test = cached
-    say(f"training {cfg.name} for {t.epochs} epochs on {len(train)} items")
-    history = trainer.fit(fit_train, fit_test, resume=args.resume)
+    # The epoch is picked on a split of the training data; the test set is first read by the
+    # evaluation below, after training (its features too).
+    features = cached_features(cfg, model, train, out, progress)
+    fit_train, val = holdout(train if features is None else features, t.val_fraction, cfg.seed)
+    say(
+        f"training {cfg.name} for {t.epochs} epochs on {len(fit_train)} items; "
+        f"{len(val)} training items held out to pick the epoch (train.val_fraction)"
+    )
+    history = trainer.fit(fit_train, val, resume=args.resume)
     if main:
         model.save(out / "model")
-    report = _evaluate(
+    test_features = cached_features(cfg, model, test, out, progress, quiet=True)
+    report = evaluate_run(
         cfg,
         model,
         test,
         out / "report",
-        reliance_data=fit_test,
+        reliance_data=test_features,
         progress=progress,
         histories={cfg.name: history} if history else None,
     )
@@ -180,8 +132,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     run = Path(args.run_dir)
     cfg = load_config(run / "config.yaml")
-    model = FusionModel.load(run / "model")
     device = args.device or cfg.device
+    if device is not None:
+        check_device_available(device)
+    model = FusionModel.load(run / "model")
     model.to(torch.device(device) if device else distributed.device())
     _, test = build_data(cfg)
     report_dir = Path(args.out) if args.out else run / "report"
@@ -190,8 +144,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{report_dir} is not empty; give --out a new folder (the run's own report stays "
             f"in {run / 'report'})"
         )
-    histories = _run_histories(run, cfg.name)
-    report = _evaluate(
+    histories = run_histories(run, cfg.name)
+    report = evaluate_run(
         cfg, model, test, report_dir, progress=not args.no_progress, histories=histories
     )
     say(f"report in {report}")
@@ -199,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from modfuse.report import write_report
+    from modfuse.report import read_baselines, write_report
     from modfuse.tensor_files import read_json
 
     run = Path(args.run_dir)
@@ -219,8 +173,10 @@ def cmd_report(args: argparse.Namespace) -> int:
         manifest=manifest,
         flags=data.get("flags", []),
         checks=data.get("checks"),
-        histories=_run_histories(run, name),
+        histories=run_histories(run, name),
         title=name,
+        baselines=read_baselines(data),
+        per_class=data.get("per_class"),
     )
     print(report.read_text())
     return 0

@@ -60,26 +60,42 @@ def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
 
 
 def cached_features(
-    cfg: ExperimentConfig, model: Any, train: Any, test: Any, out: Path, progress: bool
-) -> tuple[Any, Any] | None:
-    """Train and test features from the on-disk FeatureCache when every encoder is frozen (the
-    head alone is then trained, and no encoder runs per epoch); None when they must run."""
+    cfg: ExperimentConfig, model: Any, data: Any, out: Path, progress: bool, quiet: bool = False
+) -> Any | None:
+    """Features of ``data`` from the on-disk FeatureCache when every encoder is frozen (the
+    head alone is then trained, and no encoder runs per epoch); None when they must run.
+    ``quiet``: say nothing (the choice was said for the training data already)."""
     from modfuse.data import FeatureCache
     from modfuse.encoders.base import is_frozen
 
     moving = [m for m, enc in model.encoders.items() if not is_frozen(enc)]
     if moving:
-        say(f"encoders {moving} are trained: no feature cache, every epoch runs them")
+        if not quiet:
+            say(f"encoders {moving} are trained: no feature cache, every epoch runs them")
         return None
     if cfg.train.adversarial is not None:
-        say("adversarial training attacks the inputs: no feature cache, every epoch runs them")
+        if not quiet:
+            say("adversarial training attacks the inputs: no feature cache, every epoch runs them")
         return None
     root = out / "cache"
-    say(
-        f"every encoder is frozen: their features are cached once in {root}, then only the "
-        "fusion head trains"
-    )
+    if not quiet:
+        say(
+            f"every encoder is frozen: their features are cached once in {root}, then only the "
+            "fusion head trains"
+        )
     cache = FeatureCache(
         root, batch_size=cfg.eval.batch_size, workers=cfg.data.workers, progress=progress
     )
-    return cache.features(model, train), cache.features(model, test)
+    return cache.features(model, data)
+
+
+def data_hashes(cfg: ExperimentConfig, test: Any) -> dict[str, str]:
+    """What the manifest records of the data: the test set's fingerprint and, for a
+    generated (synthetic) world, a hash of every file of it."""
+    from modfuse.data.hashing import dataset_fingerprint
+    from modfuse.manifest import folder_digest
+
+    found = {"test": dataset_fingerprint(test)}
+    if cfg.data.kind == "synthetic":
+        found["world"] = folder_digest(cfg.data.root)
+    return found

@@ -29,7 +29,13 @@ from pydantic import (
 )
 
 from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS, Registry
-from modfuse.config_checks import check_component, check_device, check_experiment
+from modfuse.config_checks import (
+    StrictConfig,
+    check_component,
+    check_device,
+    check_frozen_weights,
+)
+from modfuse.config_experiment import check_experiment
 from modfuse.config_yaml import load_yaml_text, save_config, to_yaml
 
 __all__ = [
@@ -80,7 +86,16 @@ def _as_spec(spec: str | ComponentSpec) -> Any:
     return spec if isinstance(spec, str) else spec.as_spec()
 
 
-class ViewsConfig(BaseModel):
+def _encoder_spec(spec: str | ComponentSpec) -> str | ComponentSpec:
+    """The encoder's own spec: ``random_ok`` is the config's, not an encoder argument."""
+    if isinstance(spec, str) or "random_ok" not in (spec.model_extra or {}):
+        return spec
+    return ComponentSpec.model_validate(
+        {k: v for k, v in spec.as_spec().items() if k != "random_ok"}
+    )
+
+
+class ViewsConfig(StrictConfig):
     """Settings of :class:`modfuse.views.ContextViews`."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -91,7 +106,7 @@ class ViewsConfig(BaseModel):
     hide: Literal["box", "mask"] = "box"
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(StrictConfig):
     """The arguments of :class:`modfuse.FusionModel`, checked against the registries."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -108,9 +123,10 @@ class ModelConfig(BaseModel):
     def _encoders_known(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
         for modality, spec in v.items():
             try:
-                _known(ENCODERS, spec)
+                _known(ENCODERS, _encoder_spec(spec))
             except ValueError as err:
                 raise ValueError(f"encoders.{modality}: {err}") from None
+            check_frozen_weights(f"encoders.{modality}", _as_spec(spec))
         return v
 
     @field_validator("fusion")
@@ -124,7 +140,7 @@ class ModelConfig(BaseModel):
 
         return FusionModel.from_spec(
             {
-                "encoders": {m: _as_spec(s) for m, s in self.encoders.items()},
+                "encoders": {m: _as_spec(_encoder_spec(s)) for m, s in self.encoders.items()},
                 "fusion": _as_spec(self.fusion),
                 "num_classes": self.num_classes,
                 "fusion_dim": self.fusion_dim,
@@ -135,11 +151,13 @@ class ModelConfig(BaseModel):
         )
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictConfig):
     """Training settings (see :class:`modfuse.train.Trainer`)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: PositiveInt = 10
+    #: Share of the training items held out to pick the best epoch (never the test set).
+    val_fraction: float = Field(0.1, gt=0, lt=1)
     batch_size: PositiveInt = 64
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.0
@@ -166,7 +184,7 @@ class TrainConfig(BaseModel):
         return v if v is None else _known(ATTACKS, v, build=True)
 
 
-class DataConfig(BaseModel):
+class DataConfig(StrictConfig):
     """Where the data comes from: the embedded synthetic world, a COCO folder or CIFAR-10."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -195,7 +213,7 @@ class DataConfig(BaseModel):
         return self
 
 
-class SweepConfig(BaseModel):
+class SweepConfig(StrictConfig):
     """One perturbation swept over strengths (see :class:`modfuse.evaluate.Sweep`)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -224,7 +242,7 @@ class SweepConfig(BaseModel):
         return self
 
 
-class EvalConfig(BaseModel):
+class EvalConfig(StrictConfig):
     """Robustness evaluation settings."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -232,7 +250,7 @@ class EvalConfig(BaseModel):
     sweeps: list[SweepConfig] = Field(default_factory=list)
 
 
-class ExperimentConfig(BaseModel):
+class ExperimentConfig(StrictConfig):
     """A whole experiment: data, model, training and evaluation.
 
     ``device`` (e.g. ``"cuda"``) is where training, the feature cache and evaluation run;

@@ -24,16 +24,30 @@ import functools
 import inspect
 import math
 import typing
+from collections.abc import Callable as CallableABC
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import ConfigDict, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationInfo, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from modfuse._registry import Registry
-from modfuse.views import ContextViews
+from modfuse.devices import check_device
 
-__all__ = ["check_component", "check_device", "spec_name"]
+__all__ = [
+    "COUNT_LIMITS",
+    "StrictConfig",
+    "admits_bool",
+    "check_component",
+    "check_device",
+    "check_frozen_weights",
+    "readable_type",
+    "spec_name",
+]
+
+#: The largest value a config may give these counts of any component (a run with more would
+#: not finish: AutoAttack's standard version takes 100 steps and 5,000 queries).
+COUNT_LIMITS = {"steps": 100_000, "queries": 10_000_000, "restarts": 1_000, "target_classes": 1_000}
 
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
@@ -63,11 +77,17 @@ def check_component(
     """
     name = spec_name(spec)
     if name not in registry:
-        raise ValueError(f"unknown {registry.kind} {name!r}; registered: {registry.names()}")
+        raise ValueError(registry.unknown(name))
     what = f"{registry.kind} {name!r}"
     kwargs = {} if isinstance(spec, str) else {k: v for k, v in spec.items() if k != "name"}
     for key, value in kwargs.items():
         _check_finite(value, f"{what}: argument {key!r}")
+        limit = COUNT_LIMITS.get(key)
+        if limit is not None and isinstance(value, int) and value > limit:
+            raise ValueError(
+                f"{what}: argument {key!r} = {value} is more than {limit:,}; a run with that "
+                "many would not finish"
+            )
     resolved = registry.resolve(name)
     factory, args = resolved.factory, resolved.args
     signature = _signature(factory)
@@ -80,13 +100,14 @@ def check_component(
         for key, value in kwargs.items():
             param = signature.parameters.get(key)
             if param is None or param.kind in _VARIADIC or key not in hints:
-                continue
+                continue  # taken through **kwargs: checked against the bases' hints below
             if not _fits(hints[key], value):
                 shown = param.annotation if isinstance(param.annotation, str) else hints[key]
                 raise ValueError(
-                    f"{what}: argument {key!r} must be {_readable(shown)}, got {value!r} "
+                    f"{what}: argument {key!r} must be {readable_type(shown)}, got {value!r} "
                     f"({type(value).__name__})"
                 )
+        _check_callables(what, factory, kwargs)
     if not build:
         return None
     try:
@@ -98,21 +119,53 @@ def check_component(
         raise ValueError(f"{what}: {message}") from None
 
 
-def check_device(device: str) -> str:
-    """``device`` if torch can parse it (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+class StrictConfig(BaseModel):
+    """A config section: unknown keys and NaN / inf refused, and no boolean where a number
+    goes (pydantic reads ``epochs: true`` as 1 epoch and ``num_classes: true`` as 1 class)."""
 
-    Raises:
-        ValueError: torch does not know the device string.
-    """
-    import torch
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    try:
-        torch.device(device)
-    except RuntimeError as err:
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and not admits_bool(field.annotation):
+            items = value if isinstance(value, list) else [value]
+            if any(isinstance(v, bool) for v in items):
+                raise ValueError(
+                    f"expected {readable_type(field.annotation)}, got {value!r} (a boolean)"
+                )
+        return value
+
+
+def check_frozen_weights(where: str, spec: str | Mapping[str, Any]) -> None:
+    """Refuse a frozen encoder spec without weights (random features, and only the head
+    learns) unless it says ``random_ok: true``."""
+    extra = spec if isinstance(spec, Mapping) else {}
+    if extra.get("freeze") and extra.get("weights") is None and not extra.get("random_ok"):
         raise ValueError(
-            f"device {device!r} is not a torch device; expected e.g. 'cpu', 'cuda', 'cuda:1'"
-        ) from err
-    return device
+            f"{where}: frozen (freeze: true) without weights: its features would be those of "
+            "random weights; give weights: FILE, or freeze: false, or random_ok: true if "
+            "random features are what you want"
+        )
+
+
+def admits_bool(annotation: Any) -> bool:
+    """Whether a field of this annotation may hold a boolean (bool, Any, or a union with
+    bool)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(admits_bool(a) for a in typing.get_args(annotation))
+
+
+def _wants_callable(hint: Any) -> bool:
+    """Whether an annotation asks for a function (a Callable, or a callable Protocol)."""
+    for a in typing.get_args(hint) or (hint,):
+        if (typing.get_origin(a) or a) is CallableABC:
+            return True
+        if isinstance(a, type) and getattr(a, "_is_protocol", False) and "__call__" in vars(a):
+            return True
+    return False
 
 
 def _check_finite(value: Any, where: str) -> None:
@@ -150,6 +203,23 @@ def _accepted(factory: Any) -> list[str]:
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
             break
     return [n for n in names if n != "self"]
+
+
+def _check_callables(what: str, factory: Any, kwargs: Mapping[str, Any]) -> None:
+    """Refuse a plain value (YAML gives strings) for an argument that takes a function, in
+    the factory or in the bases its ``**kwargs`` reach."""
+    targets = factory.__mro__[:-1] if inspect.isclass(factory) else (factory,)
+    hints: dict[str, Any] = {}
+    for target in targets:
+        hints = {**_type_hints(target), **hints}
+    for key, value in kwargs.items():
+        if key in hints and _wants_callable(hints[key]) and not callable(value):
+            if value is not None:
+                raise ValueError(
+                    f"{what}: argument {key!r} must be a Python function, got {value!r} "
+                    f"({type(value).__name__}); a config cannot name a function: build the "
+                    "component in Python to pass one"
+                )
 
 
 def _type_hints(factory: Any) -> dict[str, Any]:
@@ -196,58 +266,8 @@ def _lists_as_tuples(value: Any) -> Any:
     return value
 
 
-def _readable(annotation: Any) -> str:
+def readable_type(annotation: Any) -> str:
+    """An annotation as people read it (``int``, ``int | None``)."""
     if isinstance(annotation, type):
         return annotation.__name__
     return str(annotation).replace("collections.abc.", "").replace("typing.", "")
-
-
-def check_experiment(cfg: Any) -> None:
-    """Raise ValueError unless the parts of an experiment config agree with each other:
-    every named modality and attack target exists, learned placeholders and unimodal heads
-    get trained, sweeps name a model of the run and are unique."""
-    mods = sorted(cfg.model.encoders)
-    raw = list(ContextViews.input_keys) if cfg.model.views is not None else []
-    inputs = mods + raw
-    dropout = cfg.train.modality_dropout > 0 or any(
-        r.name == "modality_dropout" for r in cfg.train.regularizers
-    )
-    if cfg.model.missing == "learned" and not dropout:
-        raise ValueError(
-            "model.missing: 'learned' placeholders are trained only when modalities go "
-            "missing in training; set train.modality_dropout > 0 (or add a "
-            "modality_dropout regularizer), or use missing: zeros"
-        )
-    if cfg.train.unimodal_weight and not cfg.model.unimodal_heads:
-        raise ValueError(
-            f"train.unimodal_weight: {cfg.train.unimodal_weight} needs "
-            "model.unimodal_heads: true (the model has no unimodal heads to train)"
-        )
-    for i, reg in enumerate(cfg.train.regularizers):
-        modality = (reg.model_extra or {}).get("modality")
-        if modality is not None and modality not in mods:
-            raise ValueError(
-                f"train.regularizers.{i}.modality: {modality!r} is not a modality of the "
-                f"model; expected one of {mods}"
-            )
-    attacks = [("train.adversarial", cfg.train.adversarial)] + [
-        (f"eval.sweeps.{i}.attack", s.attack) for i, s in enumerate(cfg.eval.sweeps)
-    ]
-    for where, spec in attacks:
-        extra = spec.model_extra or {} if spec is not None else {}
-        # An adapter of a single-input library names one `target`.
-        targets = extra.get("targets") or extra.get("target")
-        for t in [targets] if isinstance(targets, str) else targets or []:
-            if t not in inputs:
-                raise ValueError(
-                    f"{where}.targets: {t!r} is not an input of the model; expected {inputs}"
-                )
-    for i, sweep in enumerate(cfg.eval.sweeps):
-        if sweep.source not in (None, cfg.name):
-            raise ValueError(
-                f"eval.sweeps.{i}.source: {sweep.source!r} is not a model of this run; "
-                f"expected None (white-box) or {cfg.name!r}, the one model it trains"
-            )
-    names = [s.name for s in cfg.eval.sweeps]
-    if len(set(names)) != len(names) or "clean" in names:
-        raise ValueError(f"eval.sweeps: names must be unique and not 'clean', got {names}")

@@ -87,3 +87,42 @@ def autocast(model: nn.Module, enabled: bool) -> contextlib.AbstractContextManag
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=model_device(model).type, dtype=torch.bfloat16)
+
+
+def check_device(device: str) -> str:
+    """``device`` if torch can parse it (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+
+    Raises:
+        ValueError: torch does not know the device string.
+    """
+    try:
+        torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(
+            f"device {device!r} is not a torch device; expected e.g. 'cpu', 'cuda', 'cuda:1'"
+        ) from err
+    return device
+
+
+def check_device_available(device: str) -> str:
+    """``device`` if this machine has it: a CUDA index below the GPU count, MPS where built.
+
+    Raises:
+        ValueError: one paragraph naming the device asked for and what this machine has.
+    """
+    parsed = torch.device(check_device(device))
+    if parsed.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = parsed.index or 0
+        if index >= count:
+            have = f"{count} CUDA device(s) (cuda:0 to cuda:{count - 1})" if count else "no GPU"
+            raise ValueError(
+                f"device {device!r} was asked for, but this machine has {have}; give --device "
+                "cpu (or another device) or leave device unset to use what is there"
+            )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(
+            f"device {device!r} was asked for, but MPS is not available on this machine; give "
+            "--device cpu or leave device unset"
+        )
+    return device

@@ -11,11 +11,12 @@ import torch
 from torch import nn
 
 from modfuse._registry import ENCODERS, FUSIONS
+from modfuse.devices import model_dtype
 from modfuse.feature_head import FeatureHead
 from modfuse.model_files import read_model, write_model
-from modfuse.model_parts import emits_logits, encoder_spec, out_dim, plain
-from modfuse.protocols import Fusion, ShapedEncoder
-from modfuse.validation import check_finite, check_labels, check_shapes, checks_on
+from modfuse.model_parts import checked_arguments, emits_logits, encoder_spec, out_dim, plain
+from modfuse.protocols import Fusion, ShapedEncoder, TokenEncoder
+from modfuse.validation import check_dtype, check_finite, check_labels, check_shapes, checks_on
 from modfuse.views import ContextViews
 
 MissingPolicy = Literal["error", "zeros", "learned"]
@@ -72,17 +73,14 @@ class FusionModel(nn.Module):
         fusion: Any = "concat",
         *,
         num_classes: int,
-        views: ContextViews | None = None,
+        views: ContextViews | Mapping[str, Any] | None = None,
         fusion_dim: int | None = None,
         missing: MissingPolicy = "error",
         unimodal_heads: bool = False,
         validate: bool = True,
     ) -> None:
         super().__init__()
-        if not encoders:
-            raise ValueError("a FusionModel needs at least one encoder, got none")
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        views = checked_arguments(encoders, num_classes, views)
         if missing not in ("error", "zeros", "learned"):
             raise ValueError(f"missing must be 'error', 'zeros' or 'learned', got {missing!r}")
         if fusion_dim is not None and fusion_dim < 1:
@@ -92,6 +90,8 @@ class FusionModel(nn.Module):
         self.missing = missing
         self.validate = validate
         self.views = views
+        #: The folder the weights were loaded from (:meth:`load`); None for a new model.
+        self.weights_from: str | None = None
         self.encoders = nn.ModuleDict()
         self.input_shapes: dict[str, tuple[int | None, ...] | None] = {}
         self.feature_dims: dict[str, int] = {}
@@ -214,6 +214,9 @@ class FusionModel(nn.Module):
             )
         if check:
             check_shapes(inputs, self.input_shapes)
+            for m, x in inputs.items():
+                if not isinstance(self.encoders[m], TokenEncoder):  # token ids are integers
+                    check_dtype(m, x, model_dtype(self.encoders[m]))
         return inputs
 
     def check_labels(self, labels: torch.Tensor) -> None:
@@ -271,7 +274,9 @@ class FusionModel(nn.Module):
     @classmethod
     def load(cls, directory: str | os.PathLike) -> FusionModel:
         """Rebuild a model saved with ``save``; its outputs are bit-identical."""
-        return read_model(directory, cls.from_spec)
+        model = read_model(directory, cls.from_spec)
+        model.weights_from = str(directory)
+        return model
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> FusionModel:

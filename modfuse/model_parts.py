@@ -12,6 +12,7 @@ from torch import nn
 
 from modfuse.fusion.base import Fusion as BaseFusion
 from modfuse.protocols import Encoder, PixelEncoder
+from modfuse.views import ContextViews
 
 
 def plain(spec: Any) -> Any:
@@ -48,3 +49,30 @@ def out_dim(name: str, enc: Any) -> int:
 def emits_logits(factory: Any) -> bool:
     """Whether a registered fusion class emits logits (is affine in its inputs)."""
     return isinstance(factory, type) and issubclass(factory, BaseFusion) and factory.emits_logits
+
+
+def checked_arguments(encoders: Any, num_classes: Any, views: Any) -> ContextViews | None:
+    """Check FusionModel's ``encoders`` and ``num_classes``; returns its views (a dict of
+    ContextViews settings, as a config holds them, is built).
+
+    Raises:
+        TypeError: ``encoders`` is not a mapping, or ``views`` neither ContextViews nor a dict.
+        ValueError: no encoder, or ``num_classes`` is not a positive int (a bool is not).
+    """
+    if not isinstance(encoders, Mapping):
+        raise TypeError(
+            "encoders must be a mapping of modality name to encoder (a registered name, a "
+            f"spec dict or a module), e.g. {{'fg': 'small_cnn'}}; got {type(encoders).__name__}"
+        )
+    if not encoders:
+        raise ValueError("a FusionModel needs at least one encoder, got none")
+    if isinstance(views, Mapping):  # the settings, as a config holds them
+        views = ContextViews(**views)
+    if views is not None and not isinstance(views, ContextViews):
+        raise TypeError(
+            "views must be a ContextViews or a dict of its settings (e.g. {'size': 224}), "
+            f"got {type(views).__name__}"
+        )
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    return views

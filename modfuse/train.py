@@ -35,6 +35,7 @@ from modfuse.train_setup import (
     data_size,
     place_model,
     unimodal_weight_for,
+    warn_random_frozen,
 )
 from modfuse.train_state import TrainState, load_latest, save_epoch
 from modfuse.validation import labels_of
@@ -131,6 +132,7 @@ class Trainer:
         compile: bool = False,
     ) -> None:
         check_numbers(epochs, batch_size, lr, weight_decay, adversarial_mix)
+        warn_random_frozen(model)
         self.model = model
         self.epochs, self.batch_size = epochs, batch_size
         self.lr, self.weight_decay = lr, weight_decay

@@ -4,7 +4,8 @@ part of the model is trained (unimodal heads, learned placeholders), and the mod
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence, Sized
+import warnings
+from collections.abc import Mapping, Sequence, Sized
 from typing import Any
 
 import torch
@@ -35,6 +36,40 @@ def check_numbers(
         raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
     if not 0 <= adversarial_mix <= 1:
         raise ValueError(f"adversarial_mix must be in [0, 1], got {adversarial_mix}")
+
+
+def random_frozen(model: FusionModel) -> list[str]:
+    """Modalities whose encoder is frozen although it was built without a weights file (and
+    the model was not loaded from one): their features are those of random weights.
+
+    Examples:
+        >>> random_frozen(FusionModel({"a": {"name": "small_cnn", "freeze": True}}, num_classes=2))
+        ['a']
+    """
+    from modfuse.encoders.base import is_frozen
+
+    if model.weights_from is not None:
+        return []
+    found = []
+    for m, spec in model.spec["encoders"].items():
+        weights = spec.get("weights") if isinstance(spec, Mapping) else None
+        if weights is None and is_frozen(model.encoders[m]):
+            found.append(m)
+    return found
+
+
+def warn_random_frozen(model: FusionModel) -> None:
+    """Warn when :func:`random_frozen` finds encoders: training then learns a head on random
+    features."""
+    random = random_frozen(model)
+    if random:
+        warnings.warn(
+            f"encoders {random} are frozen but were built without weights: their features are "
+            "those of random weights, and only the head learns; give each a weights file "
+            "(weights=...) or leave it trainable",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def unimodal_weight_for(model: FusionModel, weight: float | None) -> float:

@@ -99,6 +99,29 @@ def check_shapes(
         check_finite(m, x)
 
 
+def check_dtype(name: str, x: torch.Tensor, wanted: torch.dtype | None) -> None:
+    """Raise unless ``x`` (modality ``name``) has the floating dtype ``wanted`` of its
+    encoder's weights (None: the encoder has no floating weights, anything goes).
+
+    Examples:
+        >>> check_dtype("fg", torch.zeros(1, dtype=torch.uint8), torch.float32)
+        Traceback (most recent call last):
+        ...
+        TypeError: modality 'fg' is a torch.uint8 tensor; its encoder takes torch.float32 ...
+    """
+    if wanted is None or x.dtype == wanted:
+        return
+    if not x.is_floating_point():
+        raise TypeError(
+            f"modality {name!r} is a {x.dtype} tensor; its encoder takes {wanted} (images as "
+            "[0, 1] pixels: x.float() / 255 for 8-bit images)"
+        )
+    raise TypeError(
+        f"modality {name!r} is a {x.dtype} tensor; its encoder's weights are {wanted}: cast the "
+        f"input (x.to({wanted})) or the model (model.to({x.dtype}))"
+    )
+
+
 def _fits(x: torch.Tensor, shape: Sequence[int | None]) -> bool:
     same = all(s is None or s == d for s, d in zip(shape, x.shape[1:]))
     return x.dim() == len(shape) + 1 and same

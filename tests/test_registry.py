@@ -154,10 +154,24 @@ def test_family_variant_names():
 
 def test_unknown_name_lists_registered_names():
     reg = make_registry()
-    with pytest.raises(KeyError, match=r"unknown widget 'bax'; registered: \['box', 'family'\]"):
+    suggested = r"unknown widget 'bax'; did you mean 'box'\? registered: \['box', 'family'\]"
+    with pytest.raises(KeyError, match=suggested):
         reg.create("bax")
+    with pytest.raises(KeyError, match=r"unknown widget 'zzzz'; registered: \['box', 'family'\]"):
+        reg.create("zzzz")  # nothing close: no suggestion
     with pytest.raises(KeyError, match="'name' key"):
         reg.create({"size": 2})
+
+
+def test_unknown_builtin_name_suggests_the_close_one():
+    """The issue's case: "fgms" names FGSM, in the registry and in a config check."""
+    from modfuse._registry import ATTACKS
+    from modfuse.config_checks import check_component
+
+    with pytest.raises(KeyError, match="did you mean 'fgsm'"):
+        ATTACKS.create("fgms")
+    with pytest.raises(ValueError, match="unknown attack 'fgms'; did you mean 'fgsm'"):
+        check_component(ATTACKS, {"name": "fgms", "targets": ["fg"]})
 
 
 def test_names_filter_with_fnmatch_and_exclude():

@@ -4,6 +4,7 @@ from modfuse.data.cache import FeatureCache, FeatureDataset
 from modfuse.data.cifar import CIFAR10Context
 from modfuse.data.coco import CocoContext
 from modfuse.data.loader import StackedDataset, collate_dicts, make_loader
+from modfuse.data.split import holdout
 
 # From synthetic_world, not synthetic: importing modfuse.data.synthetic here would make
 # `python -m modfuse.data.synthetic` run a module that is already imported.
@@ -17,6 +18,7 @@ __all__ = [
     "StackedDataset",
     "collate_dicts",
     "ensure_synthetic_world",
+    "holdout",
     "make_loader",
     "make_synthetic_coco",
 ]

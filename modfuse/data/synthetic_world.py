@@ -25,6 +25,7 @@ from modfuse.data.synthetic_settings import (
     world_settings,
 )
 from modfuse.data.synthetic_shapes import CATALOGUE, CLASSES
+from modfuse.folder_lock import claim_folder
 from modfuse.tensor_files import atomic_write_bytes, atomic_write_json
 
 __all__ = ["REFERENCE_DIFFICULTY", "WORLD_FILE", "ensure_synthetic_world", "make_synthetic_coco"]
@@ -214,6 +215,9 @@ def ensure_synthetic_world(
         **knobs: Its keyword-only settings: ``classes``, ``scale``, ``aspect``,
             ``occlusion``, ``clutter``, ``noise``.
 
+    A world being written by another process (two runs started together) is waited for,
+    then reused (:func:`modfuse.folder_lock.claim_folder`).
+
     Returns:
         ``root`` as a Path.
 
@@ -235,6 +239,16 @@ def ensure_synthetic_world(
     """
     root = Path(root)
     args = (n_train, n_test, size, contexts, context_purity, seed)
+    if (root / WORLD_FILE).is_file():
+        return _reuse_or_write(root, args, knobs)  # written already: only read
+    # Two processes asking for a new world at once: one writes it, the other waits for it
+    # and then reuses it (without the claim, it found a half-written folder).
+    with claim_folder(root, "a synthetic world being written", wait=True):
+        return _reuse_or_write(root, args, knobs)
+
+
+def _reuse_or_write(root: Path, args: tuple, knobs: Mapping[str, Any]) -> Path:
+    """The body of :func:`ensure_synthetic_world`."""
     wanted = world_settings(*args, **knobs)
     advice = "delete the folder to write it anew, or choose another root"
     if root.exists() and not root.is_dir():
