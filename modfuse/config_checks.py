@@ -142,6 +142,8 @@ def check_frozen_weights(where: str, spec: str | Mapping[str, Any]) -> None:
     """Refuse a frozen encoder spec without weights (random features, and only the head
     learns) unless it says ``random_ok: true``."""
     extra = spec if isinstance(spec, Mapping) else {}
+    if not isinstance(extra.get("random_ok", False), bool):
+        raise ValueError(f"{where}.random_ok: expected true or false, got {extra['random_ok']!r}")
     if extra.get("freeze") and extra.get("weights") is None and not extra.get("random_ok"):
         raise ValueError(
             f"{where}: frozen (freeze: true) without weights: its features would be those of "

@@ -44,7 +44,7 @@ class FolderInUseError(OSError):
 def lock_path(folder: str | os.PathLike) -> Path:
     """The claim file of ``folder``: ``.<name>.lock`` beside it (inside, it would make an
     empty folder look used)."""
-    folder = Path(folder).absolute()
+    folder = Path(folder).resolve()  # a symlink and its target share one claim
     return folder.parent / f".{folder.name}.lock"
 
 
@@ -77,10 +77,29 @@ def claim_folder(folder: str | os.PathLike, what: str, wait: bool = False) -> It
         FolderInUseError: another live process holds the claim and ``wait`` is off.
     """
     path = lock_path(folder)
+    if path in _HELD:  # this process holds it already (a data root inside its run folder)
+        yield path
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
+    _HELD.add(path)
+    try:
+        with _claimed(path, folder, what, wait):
+            yield path
+    finally:
+        _HELD.discard(path)
+
+
+#: Claim files this process holds: a second claim of one of them is granted at once (a lock
+#: taken again on another descriptor would wait on itself).
+_HELD: set[Path] = set()
+
+
+@contextlib.contextmanager
+def _claimed(path: Path, folder: str | os.PathLike, what: str, wait: bool) -> Iterator[None]:
+    """The claim itself: flock where it exists, else an exclusive file."""
     if fcntl is None:
         with _exclusive_file(path, folder, what, wait):
-            yield path
+            yield
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
@@ -94,7 +113,7 @@ def claim_folder(folder: str | os.PathLike, what: str, wait: bool = False) -> It
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, _record())
-        yield path
+        yield
     finally:
         os.close(fd)  # releases the lock
 

@@ -307,15 +307,42 @@ def test_repeated_strengths_are_refused():
 # ---------------------------------------------------------------- 7. one run per folder
 
 
+class OtherProcessClaim:
+    """Another live process holding ``folder``'s claim while the block runs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.code = textwrap.dedent(
+            f"""
+            import sys, time
+            from modfuse.folder_lock import claim_folder
+            with claim_folder({str(folder)!r}, "a run folder"):
+                print("held", flush=True)
+                sys.stdin.read()
+            """
+        )
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout.readline().strip() == "held"
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.communicate(timeout=60)
+
+
 def test_a_folder_claimed_by_a_live_process_is_refused(tmp_path):
     from modfuse.folder_lock import FolderInUseError, claim_folder
 
-    with claim_folder(tmp_path / "run", "a run folder"):
+    with OtherProcessClaim(tmp_path / "run"):
         with pytest.raises(FolderInUseError, match="in use by another process"):
             with claim_folder(tmp_path / "run", "a run folder"):
                 pass
     with claim_folder(tmp_path / "run", "a run folder"):  # released on exit
-        pass
+        with claim_folder(tmp_path / "run", "a run folder"):  # this process holds it
+            pass
 
 
 def test_a_claim_of_a_killed_process_is_free(tmp_path):
@@ -337,11 +364,10 @@ def test_a_claim_of_a_killed_process_is_free(tmp_path):
 
 
 def test_modfuse_run_into_a_folder_in_use_stops_before_writing(tmp_path, monkeypatch, capsys):
-    from modfuse.folder_lock import claim_folder
 
     monkeypatch.chdir(tmp_path)
     config = write(tmp_path / "cfg.yaml", small_quick())
-    with claim_folder(tmp_path / "run", "a run folder"):
+    with OtherProcessClaim(tmp_path / "run"):
         assert main(["run", str(config), "--out", "run", "--no-progress"]) == 2
     one_paragraph(capsys.readouterr().err, "in use by another process")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
@@ -468,3 +494,35 @@ def test_config_yaml_round_trips_random_ok(tmp_path):
     from modfuse.cli_evaluate import run_histories
 
     assert run_histories(tmp_path, "x") is None  # no history.json: no curves
+
+
+def test_a_data_root_inside_the_run_folder_is_an_error_not_a_hang(tmp_path, monkeypatch, capsys):
+    """The run folder's claim is granted again to the same process: the world check then
+    refuses the folder (it holds config.yaml) instead of waiting on itself forever."""
+    monkeypatch.chdir(tmp_path)
+    config = write(tmp_path / "cfg.yaml", small_quick(data={"root": "r_dl"}))
+    assert main(["run", str(config), "--out", "r_dl", "--no-progress"]) == 2
+    one_paragraph(capsys.readouterr().err, "r_dl is not empty")
+
+
+def test_a_symlink_to_a_claimed_folder_is_the_same_claim(tmp_path):
+    from modfuse.folder_lock import FolderInUseError, claim_folder
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "run")
+    code = textwrap.dedent(
+        f"""
+        from modfuse.folder_lock import claim_folder
+        with claim_folder({str(tmp_path / "link")!r}, "a run folder"):
+            pass
+        """
+    )
+    with claim_folder(tmp_path / "run", "a run folder"):
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert other.returncode != 0 and FolderInUseError.__name__ in other.stderr
+
+
+def test_random_ok_must_be_a_boolean():
+    spec = {"name": "small_cnn", "freeze": True, "random_ok": "no"}
+    with pytest.raises(ValidationError, match="random_ok: expected true or false, got 'no'"):
+        ExperimentConfig.model_validate(small_quick(model={"encoders": {"fg": spec}}))
