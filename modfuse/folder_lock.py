@@ -8,15 +8,19 @@ it, for the message another process gets. Where ``fcntl`` does not exist (Window
 is an ``O_EXCL`` file removed on exit; one left by a killed process names its pid, and is
 taken over when that process no longer runs.
 
+A process that holds a claim is granted it again at once (its data root may sit inside its
+run folder); another process gets :class:`FolderInUseError`, or waits with ``wait=True``.
+
 Examples:
-    >>> import tempfile
+    >>> import subprocess, sys, tempfile
     >>> root = Path(tempfile.mkdtemp()) / "run"
+    >>> other = "from modfuse.folder_lock import claim_folder as c; "
+    >>> other += f"c({str(root)!r}, 'x').__enter__()"
     >>> with claim_folder(root, "a run"):
-    ...     with claim_folder(root, "a run"):
-    ...         pass
-    Traceback (most recent call last):
-    ...
-    modfuse.folder_lock.FolderInUseError: ... is in use by another process (pid ...
+    ...     with claim_folder(root, "a run"):  # this process again: granted
+    ...         done = subprocess.run([sys.executable, "-c", other], capture_output=True)
+    >>> done.returncode != 0 and b"is in use by another process" in done.stderr
+    True
 """
 
 from __future__ import annotations
