@@ -68,6 +68,21 @@ def _run(
         raise ValueError(f"cannot build the model {args.config} describes: {err}") from err
     if args.resume:
         check_resume_fits(model, out)
+    # The data is checked before the run folder is written: a config refused here can be
+    # fixed and run again into the same folder.
+    root, run_folder = Path(cfg.data.root).resolve(), out.resolve()
+    if cfg.data.kind == "synthetic" and (root == run_folder or run_folder in root.parents):
+        raise ValueError(
+            f"data.root {cfg.data.root!r} is inside the run folder {out}: the synthetic world "
+            "and the run's files would mix; give the data another root"
+        )
+    train, test = build_data(cfg)
+    if len(train.classes) != cfg.model.num_classes:
+        raise ValueError(
+            f"model.num_classes is {cfg.model.num_classes} but the data has "
+            f"{len(train.classes)} classes {train.classes}"
+        )
+    holdout(train, cfg.train.val_fraction, cfg.seed)  # enough items to split
     distributed.barrier()
     if main:
         if changes:
@@ -75,12 +90,6 @@ def _run(
             (out / "config.yaml").replace(out / "config.before-resume.yaml")
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
-    train, test = build_data(cfg)
-    if len(train.classes) != cfg.model.num_classes:
-        raise ValueError(
-            f"model.num_classes is {cfg.model.num_classes} but the data has "
-            f"{len(train.classes)} classes {train.classes}"
-        )
     t = cfg.train
     progress = not args.no_progress
     trainer = Trainer(

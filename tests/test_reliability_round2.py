@@ -497,12 +497,12 @@ def test_config_yaml_round_trips_random_ok(tmp_path):
 
 
 def test_a_data_root_inside_the_run_folder_is_an_error_not_a_hang(tmp_path, monkeypatch, capsys):
-    """The run folder's claim is granted again to the same process: the world check then
-    refuses the folder (it holds config.yaml) instead of waiting on itself forever."""
+    """A data root inside the run folder once waited forever on the run folder's own claim:
+    it is refused by name now (and the claim is re-entrant within a process anyway)."""
     monkeypatch.chdir(tmp_path)
     config = write(tmp_path / "cfg.yaml", small_quick(data={"root": "r_dl"}))
     assert main(["run", str(config), "--out", "r_dl", "--no-progress"]) == 2
-    one_paragraph(capsys.readouterr().err, "r_dl is not empty")
+    one_paragraph(capsys.readouterr().err, "data.root 'r_dl' is inside the run folder")
 
 
 def test_a_symlink_to_a_claimed_folder_is_the_same_claim(tmp_path):
@@ -526,3 +526,13 @@ def test_random_ok_must_be_a_boolean():
     spec = {"name": "small_cnn", "freeze": True, "random_ok": "no"}
     with pytest.raises(ValidationError, match="random_ok: expected true or false, got 'no'"):
         ExperimentConfig.model_validate(small_quick(model={"encoders": {"fg": spec}}))
+
+
+def test_a_training_set_too_small_to_split_is_refused_before_the_folder_is_written(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    config = write(tmp_path / "cfg.yaml", small_quick(data={"n_train": 1, "root": "d1"}))
+    assert main(["run", str(config), "--out", "run", "--no-progress"]) == 2
+    one_paragraph(capsys.readouterr().err, "needs at least 2 training items")
+    assert not (tmp_path / "run" / "config.yaml").exists()
