@@ -107,13 +107,17 @@ SETTINGS = settings(
 )
 
 
-@SETTINGS
-@given(
+#: The cases both properties run on: a subset of the items, an eps, a seed, the targets.
+CASES = given(
     subset=SUBSETS,
     eps=st.sampled_from([0.02, 0.04, 0.08]),
     seed=st.integers(0, 2),
     targets=st.sampled_from(TARGETS),
 )
+
+
+@SETTINGS
+@CASES
 def test_a_members_result_on_an_item_does_not_depend_on_its_batch(
     world, subset, eps, seed, targets
 ):
@@ -130,12 +134,7 @@ def test_a_members_result_on_an_item_does_not_depend_on_its_batch(
 
 
 @SETTINGS
-@given(
-    subset=SUBSETS,
-    eps=st.sampled_from([0.02, 0.04, 0.08]),
-    seed=st.integers(0, 2),
-    targets=st.sampled_from(TARGETS),
-)
+@CASES
 def test_the_worst_case_is_the_worst_of_the_members_alone_per_item(
     world, subset, eps, seed, targets
 ):
