@@ -82,7 +82,7 @@ def _run(
             f"model.num_classes is {cfg.model.num_classes} but the data has "
             f"{len(train.classes)} classes {train.classes}"
         )
-    holdout(train, cfg.train.val_fraction, cfg.seed)  # enough items to split
+    fit_train, val = holdout(train, cfg.train.val_fraction, cfg.seed)  # refused if too few
     distributed.barrier()
     if main:
         if changes:
@@ -112,7 +112,8 @@ def _run(
     # The epoch is picked on a split of the training data; the test set is first read by the
     # evaluation below, after training (its features too).
     features = cached_features(cfg, model, train, out, progress)
-    fit_train, val = holdout(train if features is None else features, t.val_fraction, cfg.seed)
+    if features is not None:  # the same items, as cached features
+        fit_train, val = holdout(features, t.val_fraction, cfg.seed)
     say(
         f"training {cfg.name} for {t.epochs} epochs on {len(fit_train)} items; "
         f"{len(val)} training items held out to pick the epoch (train.val_fraction)"

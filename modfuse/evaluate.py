@@ -14,6 +14,7 @@ Feature shift and modality reliance live in :mod:`modfuse.diagnostics` (re-expor
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -84,7 +85,7 @@ class Sweep:
         self.attack = ATTACKS.create(self.attack)
         if not self.strengths:
             raise ValueError(f"sweep {self.name!r} has no strengths")
-        repeated = sorted({float(v) for v in self.strengths if list(self.strengths).count(v) > 1})
+        repeated = sorted(v for v, n in Counter(map(float, self.strengths)).items() if n > 1)
         if repeated:
             raise ValueError(
                 f"sweep {self.name!r}: strengths {list(self.strengths)} repeat {repeated}; "

@@ -5,6 +5,7 @@ late errors caught at load, units and dtypes, and manifests that name versions a
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import subprocess
@@ -249,12 +250,17 @@ def test_no_rows_never_read_as_a_result(tmp_path):
     assert "nothing was evaluated" in report
 
 
-def test_an_empty_claims_table_never_concludes():
+def example_module(name: str):
+    """A module of examples/ (they import each other by plain name)."""
     sys.path.insert(0, str(ROOT / "examples"))
     try:
-        import context_fusion_claims as claims
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(ROOT / "examples"))
+
+
+def test_an_empty_claims_table_never_concludes():
+    claims = example_module("context_fusion_claims")
     empty = claims.claims_table([])
     assert "holds" not in empty.replace("hold on", "")
     assert "No claim could be judged" in empty
@@ -263,11 +269,7 @@ def test_an_empty_claims_table_never_concludes():
 
 
 def test_the_example_header_names_only_what_ran():
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        import coco_context_fusion as example
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
+    example = example_module("coco_context_fusion")
     note = example.swept_note([{"perturbation": "clean"}, {"perturbation": "fg_fgsm"}])
     assert "`fg_*`" in note and "object" not in note and "image" not in note
     assert example.swept_note([{"perturbation": "clean"}]).startswith("No perturbation")

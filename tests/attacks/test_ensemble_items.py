@@ -68,6 +68,12 @@ def world() -> tuple[FusionModel, dict[str, torch.Tensor], torch.Tensor]:
     return model.eval(), x, y
 
 
+def pick(x: dict, y: torch.Tensor, subset: list[int]) -> tuple[torch.Tensor, dict, torch.Tensor]:
+    """The items ``subset`` of the item set: their indices, inputs and labels."""
+    idx = torch.tensor(subset)
+    return idx, {k: v[idx] for k, v in x.items()}, y[idx]
+
+
 def correct(model: FusionModel, x: dict, y: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(x).argmax(1) == y
@@ -122,8 +128,7 @@ def test_a_members_result_on_an_item_does_not_depend_on_its_batch(
     world, subset, eps, seed, targets
 ):
     model, x, y = world
-    idx = torch.tensor(subset)
-    sub_x, sub_y = {k: v[idx] for k, v in x.items()}, y[idx]
+    idx, sub_x, sub_y = pick(x, y, subset)
     runs = alone(world, eps, seed, targets)
     for member, (full, robust) in zip(members(eps, seed, targets), runs):
         out = member(model, sub_x, sub_y)
@@ -139,8 +144,7 @@ def test_the_worst_case_is_the_worst_of_the_members_alone_per_item(
     world, subset, eps, seed, targets
 ):
     model, x, y = world
-    idx = torch.tensor(subset)
-    sub_x, sub_y = {k: v[idx] for k, v in x.items()}, y[idx]
+    idx, sub_x, sub_y = pick(x, y, subset)
     runs = alone(world, eps, seed, targets)
     clean = correct(model, x, y)
     worst = clean.clone()
