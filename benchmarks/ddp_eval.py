@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, GaussianBlur
 from modfuse.data import StackedDataset
-from modfuse.evaluate import Sweep, robustness_sweep
+from modfuse.robustness import Sweep, robustness_sweep
 
 
 def setup(n: int):

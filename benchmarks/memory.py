@@ -35,7 +35,7 @@ SIZE = 224
 #: (machines of more than 2 cores) each worker's own peak is its decoding, not the dataset.
 MEASURE = """
 import resource, sys
-from modfuse.cli import main
+from modfuse.cli.commands import main
 code = main(sys.argv[1:])
 print(f"PEAK_RSS_KIB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}")
 sys.exit(code)

@@ -30,7 +30,7 @@ from _timing import interleaved_times  # noqa: E402
 from modfuse import FusionModel  # noqa: E402
 from modfuse.attacks import FGSM, TorchAttacksAdapter  # noqa: E402
 from modfuse.data import StackedDataset, make_loader  # noqa: E402
-from modfuse.evaluate import Sweep, robustness_sweep  # noqa: E402
+from modfuse.robustness import Sweep, robustness_sweep  # noqa: E402
 
 EPS = [1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255]
 

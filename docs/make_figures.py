@@ -35,7 +35,7 @@ import make_hide_figure  # noqa: E402
 
 from modfuse import ContextViews  # noqa: E402
 from modfuse.data import CocoContext  # noqa: E402
-from modfuse.data.coco import coco_splits  # noqa: E402
+from modfuse.data.coco.dataset import coco_splits  # noqa: E402
 
 #: Every file this script writes (under ``--out``); tests/test_docs_figures.py checks that the
 #: docs reference exactly these, so a figure cannot be dropped or referenced without the other.

@@ -31,10 +31,10 @@ from torch.utils.data import Subset
 from modfuse import ContextViews, FusionModel
 from modfuse.attacks import FGSM, GaussianBlur
 from modfuse.data import CIFAR10Context, StackedDataset
-from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
 from modfuse.regularizers import ModalityWeightPenalty
-from modfuse.report import accuracy_tables, write_report
-from modfuse.train import Trainer
+from modfuse.reporting.report import accuracy_tables, write_report
+from modfuse.robustness import Sweep, modality_reliance, robustness_sweep
+from modfuse.training.trainer import Trainer
 
 
 def main(argv: list[str] | None = None) -> Path:

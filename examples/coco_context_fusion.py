@@ -36,16 +36,16 @@ from torch.utils.data import Subset
 
 from modfuse import ContextViews, FusionModel, distributed
 from modfuse.attacks import APGD, FGSM, PGD, Ensemble, GaussianBlur, Square
-from modfuse.checkpoint import save_tensors
 from modfuse.data import CocoContext, FeatureCache, FeatureDataset, StackedDataset
-from modfuse.data.coco import coco_splits
+from modfuse.data.coco.dataset import coco_splits
 from modfuse.data.hashing import dataset_fingerprint
 from modfuse.data.synthetic import PRETRAIN_CLASSES, REFERENCE_DIFFICULTY, make_synthetic_coco
-from modfuse.evaluate import Sweep, feature_shift, modality_reliance, robustness_sweep
-from modfuse.manifest import folder_digest
+from modfuse.io import save_tensors
 from modfuse.regularizers import ModalityWeightPenalty
-from modfuse.report import accuracy_tables, seed_means, write_report
-from modfuse.train import Trainer
+from modfuse.reporting.manifest import folder_digest
+from modfuse.reporting.report import accuracy_tables, seed_means, write_report
+from modfuse.robustness import Sweep, feature_shift, modality_reliance, robustness_sweep
+from modfuse.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))  # the claims module beside this file
 import context_fusion_claims as claims_lib  # noqa: E402

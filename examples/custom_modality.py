@@ -28,10 +28,10 @@ from modfuse import FusionModel, register_encoder, register_fusion
 from modfuse.attacks import FGSM, DropModality, GaussianNoise, TokenSubstitution
 from modfuse.data import StackedDataset
 from modfuse.encoders import SimpleTokenizer
-from modfuse.evaluate import Sweep, modality_reliance, robustness_sweep
 from modfuse.fusion.base import Fusion
-from modfuse.report import accuracy_tables, write_report
-from modfuse.train import Trainer
+from modfuse.reporting.report import accuracy_tables, write_report
+from modfuse.robustness import Sweep, modality_reliance, robustness_sweep
+from modfuse.training.trainer import Trainer
 
 WORDS = ["alpha", "bravo", "charlie", "delta"]
 FILLER = "the a one of some this that thing sound picture".split()

@@ -11,7 +11,6 @@ Examples:
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any
 
 # Importing the component packages registers the built-in encoders, fusions, attacks and
@@ -23,8 +22,7 @@ from modfuse._registry import (
     register_fusion,
     register_regularizer,
 )
-from modfuse.model import FusionModel
-from modfuse.views import ContextViews
+from modfuse.model import ContextViews, FusionModel
 
 __version__ = "0.1.0"
 
@@ -41,55 +39,20 @@ __all__ = [
     "robustness_sweep",
 ]
 
-# Imported on first use: train and evaluate pull in data loading, sweeps and reports, which
-# `import modfuse` (and `modfuse list`) should not pay for.
+# Imported on first use: training and robustness pull in data loading, sweeps and reports,
+# which `import modfuse` (and `modfuse list`) should not pay for.
 _LAZY = {
-    "Trainer": "modfuse.train",
-    "robustness_sweep": "modfuse.evaluate",
-    "Sweep": "modfuse.evaluate",
-}
-
-# Names this module exported before; they still work, with a warning naming their new home.
-_MOVED = {
-    "ATTACKS": ("modfuse._registry", "ATTACKS", "from modfuse._registry import ATTACKS"),
-    "ENCODERS": ("modfuse._registry", "ENCODERS", "from modfuse._registry import ENCODERS"),
-    "FUSIONS": ("modfuse._registry", "FUSIONS", "from modfuse._registry import FUSIONS"),
-    "REGULARIZERS": (
-        "modfuse._registry",
-        "REGULARIZERS",
-        "from modfuse._registry import REGULARIZERS",
-    ),
-    "Registry": ("modfuse._registry", "Registry", "from modfuse._registry import Registry"),
-    "HeadView": (
-        "modfuse.feature_head",
-        "FeatureHead",
-        "from modfuse.feature_head import FeatureHead",
-    ),
-    "list_encoders": ("modfuse._registry", "list_encoders", "modfuse._registry.ENCODERS.names()"),
-    "list_fusions": ("modfuse._registry", "list_fusions", "modfuse._registry.FUSIONS.names()"),
-    "list_attacks": ("modfuse._registry", "list_attacks", "modfuse._registry.ATTACKS.names()"),
-    "list_regularizers": (
-        "modfuse._registry",
-        "list_regularizers",
-        "modfuse._registry.REGULARIZERS.names()",
-    ),
+    "Trainer": "modfuse.training",
+    "robustness_sweep": "modfuse.robustness",
+    "Sweep": "modfuse.robustness",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = vars(importlib.import_module(_LAZY[name]))[name]
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # later lookups skip this function
         return value
-    if name in _MOVED:
-        module, attr, instead = _MOVED[name]
-        # Not cached in globals(): every use warns, so each caller learns the new path.
-        warnings.warn(
-            f"modfuse.{name} is deprecated and will be removed; use {instead}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return vars(importlib.import_module(module))[attr]
     raise AttributeError(f"module 'modfuse' has no attribute {name!r}")
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from modfuse.cli import main
+from modfuse.cli.commands import main
 
 sys.exit(main())

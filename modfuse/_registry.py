@@ -12,7 +12,6 @@ import difflib
 import fnmatch
 import inspect
 import os
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -195,17 +194,6 @@ class Registry(Generic[T]):
             f"unknown {self.kind} {name!r}; {hint}registered: {self.names()} "
             f"(register your own with @register_{self.kind}(name))"
         )
-
-    def get(self, name: str) -> tuple[Callable[..., T], tuple[Any, ...]]:
-        """Deprecated: use ``resolve(name)``, whose ``factory`` and ``args`` this returns."""
-        warnings.warn(
-            f"{self.kind} registry: .get(name) is deprecated; use .resolve(name), whose "
-            ".factory and .args are what get returned",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        found = self.resolve(name)
-        return found.factory, found.args
 
     def create(self, spec: Spec, **overrides: Any) -> T:
         """Build a component from a name, a ``{"name": ..., **kwargs}`` dict or an object.

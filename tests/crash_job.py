@@ -12,7 +12,7 @@ import torch
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, GaussianNoise
 from modfuse.data import FeatureCache, StackedDataset
-from modfuse.evaluate import Sweep, robustness_sweep
+from modfuse.robustness import Sweep, robustness_sweep
 
 
 def setup():

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, PGD, Attack, GaussianBlur, GaussianNoise
 from modfuse.data import FeatureCache, StackedDataset
-from modfuse.evaluate import Sweep, robustness_sweep
-from modfuse.sweep_resume import ResumeFile
+from modfuse.robustness import Sweep, robustness_sweep
+from modfuse.robustness.resume import ResumeFile
 
 
 def cross_entropy(logits, labels, reduction="mean"):

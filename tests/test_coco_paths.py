@@ -14,7 +14,7 @@ import torchvision
 import yaml
 from safetensors.torch import save_file
 
-from modfuse.cli import main as modfuse_main
+from modfuse.cli.commands import main as modfuse_main
 from modfuse.data import StackedDataset
 from modfuse.data.synthetic import make_synthetic_coco
 
@@ -140,7 +140,7 @@ def test_reference_example_streams_real_coco_and_caches_features(coco, tmp_path,
 def test_cache_takes_the_datasets_views_when_they_match_and_gets_the_same_features(coco, tmp_path):
     from modfuse import ContextViews, FusionModel
     from modfuse.data import FeatureCache
-    from modfuse.data.coco import coco_splits
+    from modfuse.data.coco.dataset import coco_splits
 
     root, _, _ = coco
     views = ContextViews(size=48)

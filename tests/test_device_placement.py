@@ -12,9 +12,9 @@ from modfuse import ContextViews, FusionModel
 from modfuse.attacks import FGSM, PGD, GaussianBlur
 from modfuse.data import FeatureCache, StackedDataset
 from modfuse.devices import model_device, model_dtype, to_model
-from modfuse.evaluate import Sweep, feature_shift, modality_reliance, robustness_sweep
-from modfuse.sanity import check_model
-from modfuse.train import Trainer
+from modfuse.robustness import Sweep, feature_shift, modality_reliance, robustness_sweep
+from modfuse.robustness.sanity import check_model
+from modfuse.training.trainer import Trainer
 
 SIZE = 16
 

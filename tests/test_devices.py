@@ -4,7 +4,7 @@ import torch
 
 from modfuse import FusionModel
 from modfuse.data import StackedDataset
-from modfuse.train import Trainer
+from modfuse.training.trainer import Trainer
 
 
 def image_task(n: int = 96) -> StackedDataset:

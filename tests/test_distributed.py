@@ -10,8 +10,8 @@ import torch.multiprocessing as mp
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, GaussianBlur
 from modfuse.data import FeatureCache, FeatureDataset, StackedDataset
-from modfuse.evaluate import Sweep, robustness_sweep
-from modfuse.train import Trainer
+from modfuse.robustness import Sweep, robustness_sweep
+from modfuse.training.trainer import Trainer
 
 
 def eval_setup():

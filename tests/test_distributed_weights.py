@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from modfuse import FusionModel
 from modfuse.attacks import GaussianBlur
 from modfuse.data import StackedDataset
-from modfuse.evaluate import Sweep, robustness_sweep
+from modfuse.robustness import Sweep, robustness_sweep
 
 
 def setup():

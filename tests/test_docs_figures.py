@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from modfuse.data.synthetic import make_synthetic_coco
-from modfuse.report_tables import csv_text, seed_means
+from modfuse.reporting.tables import csv_text, seed_means
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"

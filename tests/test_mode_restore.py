@@ -6,9 +6,9 @@ import torch
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, Attack, GaussianNoise
 from modfuse.data import FeatureCache, StackedDataset
-from modfuse.evaluate import Sweep, feature_shift, modality_reliance, robustness_sweep
 from modfuse.modes import eval_mode, preserved_modes
-from modfuse.sanity import check_model
+from modfuse.robustness import Sweep, feature_shift, modality_reliance, robustness_sweep
+from modfuse.robustness.sanity import check_model
 
 
 def user_model() -> FusionModel:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from modfuse import FusionModel
 from modfuse._registry import FUSIONS
 from modfuse.attacks import FGSM, PGD
-from modfuse.config import ModelConfig, ValidationError
+from modfuse.config.schema import ModelConfig, ValidationError
 from modfuse.regularizers import ModalityDropout, ModalityWeightPenalty
 
 BUILTIN_FUSIONS = ["attention", "concat", "gated", "lowrank", "recurrent", "sum", "tensor"]

@@ -1,5 +1,6 @@
-"""What ``import modfuse`` offers: the names users call, and old names that still work."""
+"""What ``import modfuse`` offers: the names users call, and no pre-release aliases."""
 
+import importlib
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import modfuse
-from modfuse import _registry, feature_head, model
+from modfuse import _registry, model
 
 ROOT = Path(__file__).parents[1]
 USER_NAMES = {
@@ -24,27 +25,44 @@ USER_NAMES = {
     "register_regularizer",
     "__version__",
 }
-# Exported before, now deprecated: name -> (the object, the new import path in the warning).
-MOVED = {
-    "ATTACKS": (_registry.ATTACKS, "from modfuse._registry import ATTACKS"),
-    "ENCODERS": (_registry.ENCODERS, "from modfuse._registry import ENCODERS"),
-    "FUSIONS": (_registry.FUSIONS, "from modfuse._registry import FUSIONS"),
-    "REGULARIZERS": (_registry.REGULARIZERS, "from modfuse._registry import REGULARIZERS"),
-    "Registry": (_registry.Registry, "from modfuse._registry import Registry"),
-    "HeadView": (feature_head.FeatureHead, "from modfuse.feature_head import FeatureHead"),
-    "list_encoders": (_registry.ENCODERS.names, "modfuse._registry.ENCODERS.names()"),
-    "list_fusions": (_registry.FUSIONS.names, "modfuse._registry.FUSIONS.names()"),
-    "list_attacks": (_registry.ATTACKS.names, "modfuse._registry.ATTACKS.names()"),
-    "list_regularizers": (_registry.REGULARIZERS.names, "modfuse._registry.REGULARIZERS.names()"),
-}
+# Names kept for modfuse's own earlier layout, dropped before the first release: none works.
+DROPPED = (
+    "ATTACKS",
+    "ENCODERS",
+    "FUSIONS",
+    "REGULARIZERS",
+    "Registry",
+    "HeadView",
+    "list_encoders",
+    "list_fusions",
+    "list_attacks",
+    "list_regularizers",
+)
+# Module paths of the earlier flat layout, each now in a subpackage.
+OLD_MODULES = (
+    "modfuse.evaluate",
+    "modfuse.train",
+    "modfuse.checkpoint",
+    "modfuse.feature_head",
+    "modfuse.views",
+    "modfuse.report",
+    "modfuse.sweep_work",
+    "modfuse.sanity",
+    "modfuse.tensor_files",
+    "modfuse.data.coco_load",
+    "modfuse.data.synthetic_world",
+)
 
 
 def test_all_holds_what_users_call_and_no_registry_aliases():
     assert set(modfuse.__all__) == USER_NAMES
     for name in modfuse.__all__:
         assert getattr(modfuse, name) is not None
-    assert modfuse.Trainer is __import__("modfuse.train").train.Trainer
-    assert modfuse.Sweep is __import__("modfuse.evaluate").evaluate.Sweep
+    from modfuse.robustness.sweep import Sweep
+    from modfuse.training.trainer import Trainer
+
+    assert modfuse.Trainer is Trainer
+    assert modfuse.Sweep is Sweep
 
 
 def test_names_the_readme_and_docs_import_are_exported():
@@ -57,20 +75,24 @@ def test_names_the_readme_and_docs_import_are_exported():
     assert used <= USER_NAMES | {"distributed"}, used - USER_NAMES
 
 
-@pytest.mark.parametrize("name", sorted(MOVED))
-def test_dropped_names_still_work_with_a_warning_naming_the_new_path(name):
-    value, instead = MOVED[name]
-    with pytest.warns(DeprecationWarning, match=re.escape(f"modfuse.{name} is deprecated")) as rec:
-        got = getattr(modfuse, name)
-    assert instead in str(rec[0].message)
-    assert got == value  # bound methods compare equal, not identical
-    assert name not in modfuse.__all__
+@pytest.mark.parametrize("name", DROPPED)
+def test_pre_release_aliases_are_gone(name):
+    with pytest.raises(AttributeError, match=f"no attribute {name!r}"):
+        getattr(modfuse, name)
+    assert not hasattr(model, name)
 
 
-def test_from_import_of_a_dropped_name_warns_at_the_callers_line():
-    with pytest.warns(DeprecationWarning) as rec:
-        from modfuse import FUSIONS  # noqa: F401
-    assert rec[0].filename == __file__
+def test_registry_get_is_gone_and_resolve_is_its_replacement():
+    assert not hasattr(_registry.Registry, "get")
+    found = _registry.FUSIONS.resolve("concat")
+    built = _registry.FUSIONS.create("concat", in_dims={"a": 2}, out_dim=3)
+    assert found.factory is type(built)
+
+
+@pytest.mark.parametrize("module", OLD_MODULES)
+def test_old_module_paths_are_gone(module):
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(module)
 
 
 def test_unknown_attribute_is_an_attribute_error():
@@ -89,14 +111,8 @@ def test_star_import_and_plain_import_do_not_warn():
 def test_import_modfuse_leaves_train_and_evaluate_unimported():
     # They pull in data loading, sweeps and reports: `modfuse list` should not pay for them.
     code = "import sys, modfuse; print(sorted(m for m in sys.modules if m in %r))"
-    heavy = ("modfuse.train", "modfuse.evaluate")
+    heavy = ("modfuse.training", "modfuse.robustness", "modfuse.training.trainer")
     out = subprocess.run(
         [sys.executable, "-c", code % (heavy,)], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
-
-
-def test_the_old_head_view_name_warns_and_is_the_feature_head():
-    with pytest.warns(DeprecationWarning, match="use modfuse.feature_head.FeatureHead"):
-        old = model.HeadView
-    assert old is feature_head.FeatureHead

@@ -137,11 +137,11 @@ def test_resolve_names_factory_and_arguments():
         reg.resolve(3)
 
 
-def test_get_still_works_with_a_deprecation_warning():
+def test_get_is_gone_resolve_gives_the_factory_and_its_args():
     reg = make_registry()
-    with pytest.warns(DeprecationWarning, match=r"\.resolve\(name\)"):
-        factory, args = reg.get("family:x")
-    assert factory is reg.resolve("family").factory and args == ("x",)
+    assert not hasattr(reg, "get")  # a pre-release alias of resolve, dropped
+    found = reg.resolve("family:x")
+    assert found.factory is reg.resolve("family").factory and found.args == ("x",)
 
 
 def test_family_variant_names():
@@ -166,7 +166,7 @@ def test_unknown_name_lists_registered_names():
 def test_unknown_builtin_name_suggests_the_close_one():
     """The issue's case: "fgms" names FGSM, in the registry and in a config check."""
     from modfuse._registry import ATTACKS
-    from modfuse.config_checks import check_component
+    from modfuse.config.checks import check_component
 
     with pytest.raises(KeyError, match="did you mean 'fgsm'"):
         ATTACKS.create("fgms")

@@ -18,17 +18,17 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-import modfuse.cli as cli
+import modfuse.cli.commands as cli
 from modfuse import FusionModel
 from modfuse.attacks import FGSM, GaussianNoise
-from modfuse.cli import main
-from modfuse.config import ExperimentConfig, load_yaml_text
+from modfuse.cli.commands import main
+from modfuse.config.schema import ExperimentConfig, load_yaml_text
 from modfuse.data import StackedDataset, make_synthetic_coco
-from modfuse.evaluate import Sweep, robustness_sweep
-from modfuse.report import accuracy_tables, write_report
-from modfuse.train import Trainer
+from modfuse.reporting.report import accuracy_tables, write_report
+from modfuse.robustness import Sweep, robustness_sweep
+from modfuse.training.trainer import Trainer
+from tests.cli.test_reliability import one_paragraph, small_quick, write
 from tests.mlp_world import mlp_world
-from tests.test_cli_reliability import one_paragraph, small_quick, write
 
 ROOT = Path(__file__).parents[1]
 
@@ -114,7 +114,7 @@ def test_val_fraction_is_validated_in_configs():
 
 
 def test_manifest_records_versions_hardware_and_the_world_hash(watched_run):
-    from modfuse.manifest import folder_digest
+    from modfuse.reporting.manifest import folder_digest
 
     home, _, _ = watched_run
     manifest = json.loads((home / "run" / "report" / "manifest.json").read_text())
@@ -130,7 +130,7 @@ def test_manifest_records_versions_hardware_and_the_world_hash(watched_run):
 
 
 def test_folder_digest_sees_one_changed_byte(tmp_path):
-    from modfuse.manifest import folder_digest
+    from modfuse.reporting.manifest import folder_digest
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "x.png").write_bytes(b"\x00\x01")
@@ -141,7 +141,7 @@ def test_folder_digest_sees_one_changed_byte(tmp_path):
 
 
 def test_environment_names_every_package_a_number_depends_on():
-    from modfuse.manifest import environment
+    from modfuse.reporting.manifest import environment
 
     env = environment()
     assert set(env["versions"]) >= {"python", "torch", "torchvision", "timm", "numpy", "pillow"}
@@ -316,7 +316,7 @@ class OtherProcessClaim:
         self.code = textwrap.dedent(
             f"""
             import sys, time
-            from modfuse.folder_lock import claim_folder
+            from modfuse.io.folder_lock import claim_folder
             with claim_folder({str(folder)!r}, "a run folder"):
                 print("held", flush=True)
                 sys.stdin.read()
@@ -336,7 +336,7 @@ class OtherProcessClaim:
 
 
 def test_a_folder_claimed_by_a_live_process_is_refused(tmp_path):
-    from modfuse.folder_lock import FolderInUseError, claim_folder
+    from modfuse.io.folder_lock import FolderInUseError, claim_folder
 
     with OtherProcessClaim(tmp_path / "run"):
         with pytest.raises(FolderInUseError, match="in use by another process"):
@@ -348,12 +348,12 @@ def test_a_folder_claimed_by_a_live_process_is_refused(tmp_path):
 
 
 def test_a_claim_of_a_killed_process_is_free(tmp_path):
-    from modfuse.folder_lock import claim_folder
+    from modfuse.io.folder_lock import claim_folder
 
     code = textwrap.dedent(
         f"""
         import os, signal
-        from modfuse.folder_lock import claim_folder
+        from modfuse.io.folder_lock import claim_folder
         with claim_folder({str(tmp_path / "run")!r}, "a run folder"):
             print("held", flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
@@ -376,7 +376,7 @@ def test_modfuse_run_into_a_folder_in_use_stops_before_writing(tmp_path, monkeyp
 
 
 def test_a_world_being_written_is_waited_for_then_reused(tmp_path):
-    from modfuse.folder_lock import claim_folder
+    from modfuse.io.folder_lock import claim_folder
 
     root = tmp_path / "world"
     code = textwrap.dedent(
@@ -493,7 +493,7 @@ def test_config_yaml_round_trips_random_ok(tmp_path):
     )
     cfg = ExperimentConfig.model_validate(load_yaml_text(text))
     assert cfg.model.encoders["fg"].model_extra["random_ok"] is True
-    from modfuse.cli_evaluate import run_histories
+    from modfuse.cli.evaluate import run_histories
 
     assert run_histories(tmp_path, "x") is None  # no history.json: no curves
 
@@ -508,13 +508,13 @@ def test_a_data_root_inside_the_run_folder_is_an_error_not_a_hang(tmp_path, monk
 
 
 def test_a_symlink_to_a_claimed_folder_is_the_same_claim(tmp_path):
-    from modfuse.folder_lock import FolderInUseError, claim_folder
+    from modfuse.io.folder_lock import FolderInUseError, claim_folder
 
     (tmp_path / "run").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "run")
     code = textwrap.dedent(
         f"""
-        from modfuse.folder_lock import claim_folder
+        from modfuse.io.folder_lock import claim_folder
         with claim_folder({str(tmp_path / "link")!r}, "a run folder"):
             pass
         """

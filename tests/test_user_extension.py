@@ -22,7 +22,7 @@ import tests.attacks.test_all_attacks as attack_contract
 import tests.fusion.test_all_fusions as fusion_contract
 from modfuse import FusionModel
 from modfuse._registry import ATTACKS, ENCODERS, FUSIONS
-from modfuse.cli import main
+from modfuse.cli.commands import main
 
 HERE = Path(__file__).parent
 # The user's file -> the registry it adds to and the name it registers.

@@ -9,7 +9,7 @@ import torch
 
 from modfuse import FusionModel
 from modfuse.data import StackedDataset
-from modfuse.train import Trainer
+from modfuse.training.trainer import Trainer
 
 
 class Sleep:

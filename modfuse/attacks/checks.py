@@ -11,17 +11,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
 
-from modfuse.attacks.context import RANGE_TOLERANCE, Range
+from modfuse.attacks.context import RANGE_TOLERANCE, ContextAttack, Range
 from modfuse.protocols import MultimodalModel
 from modfuse.validation import check_finite as check_finite_tensor
-
-if TYPE_CHECKING:
-    from modfuse.attacks.base import Attack
 
 
 def _numbers(value: Any, what: str) -> list[float]:
@@ -157,7 +154,7 @@ def _kind(x: Any) -> str:
     return f"a {x.dtype} tensor" if torch.is_tensor(x) else type(x).__name__
 
 
-def check_call(attack: Attack, model: nn.Module, inputs: Any, labels: Any) -> None:
+def check_call(attack: ContextAttack, model: nn.Module, inputs: Any, labels: Any) -> None:
     """Raise unless ``attack(model, inputs, labels)`` can run: keys, dtypes, ranges, labels.
 
     The region's mask is checked apart, by :func:`modfuse.attacks.region.region_masks`.

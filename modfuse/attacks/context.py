@@ -9,7 +9,7 @@ confining a perturbation to a region happen, so every attack that projects throu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +17,6 @@ from torch import nn
 
 from modfuse.attacks.streams import ItemStreams
 from modfuse.protocols import MultimodalModel
-
-if TYPE_CHECKING:
-    from modfuse.attacks.base import Attack
 
 Range = tuple[float, float] | None
 
@@ -31,6 +28,21 @@ class LossFn(Protocol):
     def __call__(
         self, logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
     ) -> torch.Tensor: ...
+
+
+class ContextAttack(Protocol):
+    """What :class:`AttackContext` and the call checks read off an attack
+    (:class:`modfuse.attacks.base.Attack` has it all), so that neither imports the base."""
+
+    targets: tuple[str, ...]
+    targeted: bool
+    region: str | None
+    input_kind: str
+    loss_fn: LossFn
+
+    def range_of(self, key: str, x: torch.Tensor) -> Range: ...
+
+    def item_streams(self, inputs: Mapping[str, Any], labels: torch.Tensor) -> ItemStreams: ...
 
 
 #: Tolerance for "inside the declared range" (JPEG decoding and resizing round a little).
@@ -107,7 +119,7 @@ class AttackContext:
 
     def __init__(
         self,
-        attack: Attack,
+        attack: ContextAttack,
         model: nn.Module,
         inputs: Mapping[str, torch.Tensor],
         labels: torch.Tensor,

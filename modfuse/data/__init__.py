@@ -2,13 +2,10 @@
 
 from modfuse.data.cache import FeatureCache, FeatureDataset
 from modfuse.data.cifar import CIFAR10Context
-from modfuse.data.coco import CocoContext
+from modfuse.data.coco.dataset import CocoContext
 from modfuse.data.loader import StackedDataset, collate_dicts, make_loader
 from modfuse.data.split import holdout
-
-# From synthetic_world, not synthetic: importing modfuse.data.synthetic here would make
-# `python -m modfuse.data.synthetic` run a module that is already imported.
-from modfuse.data.synthetic_world import ensure_synthetic_world, make_synthetic_coco
+from modfuse.data.synthetic.world import ensure_synthetic_world, make_synthetic_coco
 
 __all__ = [
     "CIFAR10Context",

@@ -41,7 +41,7 @@ from modfuse.data.hashing import (
 )
 from modfuse.data.loader import StackedDataset, check_not_array
 from modfuse.devices import autocast, model_device
-from modfuse.tensor_files import load_tensors, save_tensors
+from modfuse.io.tensor_files import load_tensors, save_tensors
 
 # The hashes lived here first; code that imports them from this module keeps working.
 __all__ = [

@@ -17,7 +17,7 @@ __all__ = ["STALE_TEMPORARY_S", "TEMPORARY", "remove_stale_temporaries"]
 STALE_TEMPORARY_S = 60.0
 
 #: The temporary files of a cache write: ``.<entry>.<random>.tmp``, which
-#: :func:`modfuse.tensor_files.save_tensors` renames to the entry, and ``.tmp<6 characters>``,
+#: :func:`modfuse.io.tensor_files.save_tensors` renames to the entry, and ``.tmp<6 characters>``,
 #: which safetensors (>= 0.5) writes the bytes to first and renames over the former.
 TEMPORARY = re.compile(r"^\..+\.safetensors\.[A-Za-z0-9_]+\.tmp$|^\.tmp[A-Za-z0-9]{6}$")
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from modfuse.views import ContextViews
+from modfuse.model.views import ContextViews
 
 
 class CIFAR10Context(Dataset):

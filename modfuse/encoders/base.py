@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from modfuse.legacy_weights import extract_state_dict
+from modfuse.io.legacy_weights import extract_state_dict
+from modfuse.io.tensor_files import load_tensors
 from modfuse.modes import preserved_modes
-from modfuse.tensor_files import load_tensors
 
 #: ImageNet's per-channel pixel statistics: what torchvision's and timm's ResNets, and the
 #: Places365 ResNets, were trained on.

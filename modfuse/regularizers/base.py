@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
-    from modfuse.model import FusionModel
+    from modfuse.model.fusion_model import FusionModel
 
 LossFn = Callable[["FusionModel", dict[str, Any], dict[str, Any]], torch.Tensor]
 

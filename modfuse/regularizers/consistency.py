@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from modfuse._registry import ATTACKS, register_regularizer
-from modfuse.feature_head import FeatureHead
+from modfuse.model.feature_head import FeatureHead
 from modfuse.regularizers.base import Regularizer
 
 if TYPE_CHECKING:
-    from modfuse.model import FusionModel
+    from modfuse.model.fusion_model import FusionModel
 
 
 @register_regularizer("consistency")

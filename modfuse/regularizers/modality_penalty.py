@@ -10,7 +10,7 @@ from modfuse._registry import register_regularizer
 from modfuse.regularizers.base import Regularizer
 
 if TYPE_CHECKING:
-    from modfuse.model import FusionModel
+    from modfuse.model.fusion_model import FusionModel
     from modfuse.protocols import Fusion
 
 

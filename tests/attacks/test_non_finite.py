@@ -14,7 +14,7 @@ from modfuse.attacks import (
     TorchAttacksAdapter,
     gaussian_blur,
 )
-from modfuse.evaluate import Sweep
+from modfuse.robustness import Sweep
 from tests.attacks.common import fg_bg_batch, fg_bg_model
 
 NAN, INF = float("nan"), float("inf")

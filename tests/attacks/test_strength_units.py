@@ -10,8 +10,8 @@ import torch
 from pydantic import ValidationError
 
 from modfuse.attacks import APGD, FGSM, PGD, Ensemble, Square, TorchAttacksAdapter
-from modfuse.config import load_config
-from modfuse.evaluate import Sweep
+from modfuse.config.schema import load_config
+from modfuse.robustness import Sweep
 from tests.attacks.common import fg_bg_batch, fg_bg_model
 
 HINT = r"eps 8 is an L-inf radius on \[0, 1\] pixels; did you mean 8/255 = 0\.0314\?"

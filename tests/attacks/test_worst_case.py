@@ -311,7 +311,7 @@ def test_gradient_masking_fools_fgsm_but_not_the_worst_case(trained):
 
 def test_robustness_sweep_of_a_masked_model_flags_it_and_shows_the_worst_case(trained):
     from modfuse.data import StackedDataset
-    from modfuse.evaluate import Sweep, robustness_sweep
+    from modfuse.robustness import Sweep, robustness_sweep
 
     x, y = world(96, seed=1)
     eps = 16 / 255

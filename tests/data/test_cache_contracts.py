@@ -12,8 +12,8 @@ from modfuse.attacks import FGSM, GaussianBlur, GaussianNoise
 from modfuse.data import FeatureCache, StackedDataset, collate_dicts, make_loader
 from modfuse.data.contracts import CacheableModel, Fingerprinted, Perturbation
 from modfuse.data.hashing import dataset_fingerprint
-from modfuse.evaluate import Sweep, robustness_sweep
-from modfuse.train import Trainer
+from modfuse.robustness import Sweep, robustness_sweep
+from modfuse.training.trainer import Trainer
 
 
 def model() -> FusionModel:

@@ -18,7 +18,7 @@ from pycocotools import mask as mask_utils
 
 from modfuse import ContextViews
 from modfuse.data import CocoContext
-from modfuse.data.coco import read_image
+from modfuse.data.coco.dataset import read_image
 from tests.data.test_coco_instances import uncompressed_rle
 
 DOG, PERSON = 18, 1

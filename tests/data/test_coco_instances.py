@@ -17,7 +17,7 @@ from pycocotools import mask as mask_utils
 
 from modfuse import ContextViews
 from modfuse.data import CocoContext
-from modfuse.data.coco import read_image
+from modfuse.data.coco.dataset import read_image
 
 DOG, CAR = 18, 3
 BACKGROUND = (30, 30, 30)

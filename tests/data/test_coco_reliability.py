@@ -18,8 +18,8 @@ from PIL import Image
 
 from modfuse import ContextViews, FusionModel
 from modfuse.data import CocoContext, FeatureCache
-from modfuse.data.coco import read_image
-from modfuse.data.coco_checks import segmentation_problem
+from modfuse.data.coco.checks import segmentation_problem
+from modfuse.data.coco.dataset import read_image
 from tests.data.test_coco_bad_data import GOOD, PERSON, H, W, ann, build, write_coco
 
 ROOT = Path(__file__).parents[2]
@@ -30,8 +30,8 @@ HUGE = [[0, 0, 3e9, 0, 3e9, 3e9, 0, 3e9]]  # issue 21 item 10: SIGSEGV when deco
 READ_ALL = """
 import json, sys, torch
 from modfuse.data import CocoContext
-from modfuse.data.coco import read_image
-from modfuse.data.coco_checks import segmentation_problem
+from modfuse.data.coco.dataset import read_image
+from modfuse.data.coco.checks import segmentation_problem
 data = CocoContext(sys.argv[1], sys.argv[2], one_per_image=False, size=24)
 first = data[0]  # the good dog; the huge one is another dog in its image (to be painted)
 for i in range(len(data)):
@@ -99,7 +99,7 @@ def test_a_polygon_within_one_image_size_outside_is_kept_and_clipped(tmp_path):
 
 
 def test_coordinates_beyond_the_absolute_limit_are_refused_whatever_the_image_size():
-    from modfuse.data.coco_checks import MAX_COORDINATE  # new with issue 21: not at the top
+    from modfuse.data.coco.checks import MAX_COORDINATE  # new with issue 21: not at the top
 
     side = int(MAX_COORDINATE)  # a declared size so large that one image size is no bound
     inside = [[0, 0, MAX_COORDINATE, 0, MAX_COORDINATE, 5]]

@@ -79,7 +79,7 @@ def test_context_purity_and_mapping(tmp_path):
 
 
 def test_preview_writes_a_png(tmp_path):
-    from modfuse.data.synthetic import main
+    from modfuse.data.synthetic.preview import main
 
     main(["--preview", str(tmp_path / "p.png")])
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,7 +9,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from modfuse.data import CocoContext, synthetic_world
+from modfuse.data import CocoContext
 from modfuse.data.synthetic import (
     CATALOGUE,
     CLASSES,
@@ -19,6 +19,7 @@ from modfuse.data.synthetic import (
     make_synthetic_coco,
     render_sample,
 )
+from modfuse.data.synthetic import world as synthetic_world
 from tests.data.conftest import split
 from tests.data.test_synthetic import tree_hashes
 
@@ -183,7 +184,7 @@ def test_views_see_the_object_and_scene_of_a_hard_world(tmp_path):
 
 
 def test_command_line_writes_the_reference_difficulty(tmp_path):
-    from modfuse.data.synthetic import main
+    from modfuse.data.synthetic.preview import main
 
     main(["--root", str(tmp_path), "--n-train", "6", "--n-test", "0", "--size", "32"])
     assert "occlusion" not in json.loads((tmp_path / "world.json").read_text())

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from modfuse.data import synthetic, synthetic_world
+from modfuse.data import synthetic
+from modfuse.data.synthetic import world as synthetic_world
 
 SMALL = {"n_train": 12, "n_test": 6, "size": 32}
 

@@ -33,8 +33,8 @@ import timm
 import torch
 import torchvision
 
-from modfuse.checkpoint import extract_state_dict, load_tensors, numpy_scalar_globals
 from modfuse.encoders.timm import TimmEncoder
+from modfuse.io import extract_state_dict, load_tensors, numpy_scalar_globals
 
 MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 PROTOCOL_VERSION = 1001

@@ -117,7 +117,7 @@ def test_dropout_keeps_placeholders_in_the_graph_when_it_hides_nothing():
 def test_the_trainer_asks_each_regularizer_to_transform_features_in_training_only():
     from modfuse.data import FeatureDataset
     from modfuse.regularizers import Regularizer
-    from modfuse.train import Trainer
+    from modfuse.training.trainer import Trainer
 
     class HideBg(Regularizer):
         calls = 0

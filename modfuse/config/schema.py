@@ -1,0 +1,294 @@
+"""Pydantic experiment schema with YAML/JSON in and out: the edge where configs become objects.
+
+Examples:
+    >>> cfg = ModelConfig(encoders={"fg": "small_cnn", "bg": "small_cnn"}, num_classes=3)
+    >>> ModelConfig.model_validate(load_yaml_text(to_yaml(cfg))) == cfg
+    True
+    >>> import torch
+    >>> x = {"fg": torch.rand(1, 3, 16, 16), "bg": torch.rand(1, 3, 16, 16)}
+    >>> cfg.build()(x).shape
+    torch.Size([1, 3])
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS, Registry
+from modfuse.config.checks import (
+    StrictConfig,
+    check_component,
+    check_device,
+    check_frozen_weights,
+)
+from modfuse.config.experiment import check_experiment
+from modfuse.config.loading import load_yaml_text, save_config, to_yaml
+
+__all__ = [
+    "ComponentSpec",
+    "DataConfig",
+    "EvalConfig",
+    "SweepConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "ValidationError",
+    "ViewsConfig",
+    "check_device",
+    "load_config",
+    "load_yaml_text",
+    "save_config",
+    "to_yaml",
+]
+
+
+class ComponentSpec(BaseModel):
+    """A registered component: its ``name`` and any keyword arguments."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+    name: str
+
+    def as_spec(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=False)
+
+
+SpecT = TypeVar("SpecT", bound="str | ComponentSpec")
+
+
+def _known(
+    registry: Registry[Any],
+    spec: SpecT,
+    injected: tuple[str, ...] = (),
+    build: bool = False,
+) -> SpecT:
+    """Check ``spec`` against ``registry`` (:func:`modfuse.config.checks.check_component`);
+    with ``build`` (light attacks, regularizers) its constructor's checks run now, not after
+    training."""
+    check_component(registry, _as_spec(spec), injected=injected, build=build)
+    return spec
+
+
+def _as_spec(spec: str | ComponentSpec) -> Any:
+    return spec if isinstance(spec, str) else spec.as_spec()
+
+
+def _encoder_spec(spec: str | ComponentSpec) -> str | ComponentSpec:
+    """The encoder's own spec: ``random_ok`` is the config's, not an encoder argument."""
+    if isinstance(spec, str) or "random_ok" not in (spec.model_extra or {}):
+        return spec
+    return ComponentSpec.model_validate(
+        {k: v for k, v in spec.as_spec().items() if k != "random_ok"}
+    )
+
+
+class ViewsConfig(StrictConfig):
+    """Settings of :class:`modfuse.model.views.ContextViews`."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    size: PositiveInt | None = None
+    fg_mode: Literal["mask", "box"] = "mask"
+    fill: Literal["mean", "zero"] = "mean"
+    margin: NonNegativeFloat = 0.1
+    hide: Literal["box", "mask"] = "box"
+
+
+class ModelConfig(StrictConfig):
+    """The arguments of :class:`modfuse.FusionModel`, checked against the registries."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    encoders: dict[str, str | ComponentSpec] = Field(min_length=1)
+    fusion: str | ComponentSpec = "concat"
+    num_classes: PositiveInt
+    fusion_dim: PositiveInt | None = None
+    missing: Literal["error", "zeros", "learned"] = "error"
+    unimodal_heads: bool = False
+    views: ViewsConfig | None = None
+
+    @field_validator("encoders")
+    @classmethod
+    def _encoders_known(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
+        for modality, spec in v.items():
+            try:
+                _known(ENCODERS, _encoder_spec(spec))
+            except ValueError as err:
+                raise ValueError(f"encoders.{modality}: {err}") from None
+            check_frozen_weights(f"encoders.{modality}", _as_spec(spec))
+        return v
+
+    @field_validator("fusion")
+    @classmethod
+    def _fusion_known(cls, v: str | ComponentSpec) -> str | ComponentSpec:
+        return _known(FUSIONS, v, injected=("in_dims", "out_dim"))
+
+    def build(self) -> Any:
+        """The :class:`modfuse.FusionModel` this config describes."""
+        from modfuse.model.fusion_model import FusionModel
+
+        return FusionModel.from_spec(
+            {
+                "encoders": {m: _as_spec(_encoder_spec(s)) for m, s in self.encoders.items()},
+                "fusion": _as_spec(self.fusion),
+                "num_classes": self.num_classes,
+                "fusion_dim": self.fusion_dim,
+                "missing": self.missing,
+                "unimodal_heads": self.unimodal_heads,
+                "views": self.views.model_dump() if self.views else None,
+            }
+        )
+
+
+class TrainConfig(StrictConfig):
+    """Training settings (see :class:`modfuse.training.trainer.Trainer`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    epochs: PositiveInt = 10
+    #: Share of the training items held out to pick the best epoch (never the test set).
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    batch_size: PositiveInt = 64
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.0
+    regularizers: list[ComponentSpec] = Field(default_factory=list)
+    adversarial: ComponentSpec | None = None
+    adversarial_mix: float = Field(0.5, ge=0, le=1)
+    modality_dropout: float = Field(0.0, ge=0, lt=1)
+    #: Weight of the unimodal heads' loss; None: 1.0 with ``model.unimodal_heads``, else 0.
+    unimodal_weight: NonNegativeFloat | None = None
+
+    @field_validator("regularizers")
+    @classmethod
+    def _regularizers_known(cls, v: list[ComponentSpec]) -> list[ComponentSpec]:
+        for i, spec in enumerate(v):
+            try:
+                _known(REGULARIZERS, spec, build=True)
+            except ValueError as err:
+                raise ValueError(f"regularizers.{i}: {err}") from None
+        return v
+
+    @field_validator("adversarial")
+    @classmethod
+    def _attack_known(cls, v: ComponentSpec | None) -> ComponentSpec | None:
+        return v if v is None else _known(ATTACKS, v, build=True)
+
+
+class DataConfig(StrictConfig):
+    """Where the data comes from: the embedded synthetic world, a COCO folder or CIFAR-10."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    kind: Literal["synthetic", "coco", "cifar10"] = "synthetic"
+    root: str = "data"
+    n_train: PositiveInt = 2000
+    n_test: PositiveInt = 500
+    size: PositiveInt = 48
+    contexts: Literal["distinct", "similar"] = "distinct"
+    context_purity: float | None = Field(None, ge=0, le=1)
+    categories: list[str | int] | None = None
+    image_size: PositiveInt | None = None
+    hide_instances: Literal["category", "item", "all"] = "category"
+    workers: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _written_root_stays_inside(self) -> DataConfig:
+        # `modfuse run` writes the synthetic world to `root`: keep it inside the working folder.
+        if self.kind == "synthetic":
+            parts = Path(self.root).parts
+            if Path(self.root).is_absolute() or ".." in parts:
+                raise ValueError(
+                    f"data.root {self.root!r}: the synthetic world is written there, so it must "
+                    "be a relative path without '..'"
+                )
+        return self
+
+
+class SweepConfig(StrictConfig):
+    """One perturbation swept over strengths (see :class:`modfuse.robustness.Sweep`)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str
+    attack: ComponentSpec
+    strengths: list[NonNegativeFloat] = Field(min_length=1)
+    source: str | None = None
+
+    @field_validator("attack")
+    @classmethod
+    def _attack_known(cls, v: ComponentSpec) -> ComponentSpec:
+        return _known(ATTACKS, v, build=True)
+
+    @model_validator(mode="after")
+    def _strengths_fit(self) -> SweepConfig:
+        # The sweep's own checks (strength count, largest valid strength) run before training.
+        from modfuse.robustness.sweep import Sweep
+
+        try:
+            sweep = Sweep(self.name, self.attack.as_spec(), list(self.strengths), self.source)
+            if sweep.attack.strength_param is not None:
+                for value in self.strengths:
+                    sweep.attack.with_strength(value)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"strengths {self.strengths}: {err}") from None
+        return self
+
+
+class EvalConfig(StrictConfig):
+    """Robustness evaluation settings."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    batch_size: PositiveInt = 128
+    sweeps: list[SweepConfig] = Field(default_factory=list)
+
+
+class ExperimentConfig(StrictConfig):
+    """A whole experiment: data, model, training and evaluation.
+
+    ``device`` (e.g. ``"cuda"``) is where training, the feature cache and evaluation run;
+    None picks this process's GPU if there is one, else the CPU.
+
+    ``name`` names the run folder (``runs/<name>``): letters, digits, ``_``, ``.`` and ``-``
+    only, so that a config cannot make the command write outside its run folder.
+
+    ``seed`` seeds the model's initial weights, the data order and random perturbations: one
+    config gives byte-identical results on one machine. No number may be NaN or infinite.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
+    seed: int = Field(0, ge=0, lt=2**32)
+    device: str | None = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str | None) -> str | None:
+        return v if v is None else check_device(v)
+
+    @model_validator(mode="after")
+    def _parts_agree(self) -> ExperimentConfig:
+        check_experiment(self)  # modalities, targets, sweeps and training terms agree
+        return self
+
+
+def load_config(path: str | os.PathLike, cls: type[BaseModel] = ExperimentConfig) -> Any:
+    """Read a YAML or JSON config file into ``cls`` (JSON is YAML, so one parser serves)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    data = load_yaml_text(path.read_text())
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return cls.model_validate(data)
