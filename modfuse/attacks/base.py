@@ -146,10 +146,12 @@ class Attack:
         self.targets = tuple(targets)
         check_region_name(region, self.targets)
         self.region = region
-        self.ranges = dict(ranges or {})
-        for k, r in self.ranges.items():
+        self.ranges = {}
+        for k, r in (ranges or {}).items():
             if r is not None and not (len(r) == 2 and r[0] < r[1]):
                 raise ValueError(f"range of {k!r} must be (low, high) with low < high, got {r}")
+            # A config's [low, high] list is the same range as a (low, high) tuple.
+            self.ranges[k] = None if r is None else (float(r[0]), float(r[1]))
         self.loss_fn = loss or cross_entropy
         self.targeted = targeted
         self.seed = seed

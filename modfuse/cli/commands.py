@@ -1,4 +1,4 @@
-"""The ``modfuse`` command: run / eval / report / list.
+"""The ``modfuse`` command: run / eval / report / list / study.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     modfuse eval runs/quick        # evaluate the saved model again (after changing sweeps)
     modfuse report runs/quick      # re-render report.md and plots from results.json
     modfuse list                   # registered encoders, fusions, attacks, regularizers
+    modfuse study examples/studies/three_modalities.yaml --quick   # a whole study
 """
 
 from __future__ import annotations
@@ -206,14 +207,39 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_study(args: argparse.Namespace) -> int:
+    from modfuse.study import Study
+
+    study = Study.from_yaml(args.file, quick=args.quick, seeds=args.seeds)
+    out = Path(args.out or Path("runs") / study.config.name)
+    found = study.run(out, resume=args.resume, force=args.force, progress=not args.no_progress)
+    for h in found["hypotheses"]:
+        say(f"{h['claim']}: {h['verdict']} ({h['detail']})")
+    say(f"done; report in {out / 'report.md'}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="modfuse",
         description="Multimodal fusion models and their robustness when a modality is "
         "attacked, corrupted or missing.",
     )
+    # Every command takes --import: the user's modules register their components first.
+    shared = argparse.ArgumentParser(add_help=False)
+    shared.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first (it registers your encoders, fusions, attacks or "
+        "regularizers); repeat for several",
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train and evaluate the experiment a YAML config describes")
+    run = sub.add_parser(
+        "run", parents=[shared], help="train and evaluate the experiment a YAML config describes"
+    )
     run.add_argument("config", help="experiment YAML (see examples/configs/)")
     run.add_argument("--out", help="run folder (default: runs/<config name>)")
     run.add_argument(
@@ -227,7 +253,9 @@ def parser() -> argparse.ArgumentParser:
         "--device", type=check_device, help="e.g. cuda, cuda:1, cpu (overrides the config)"
     )
     run.set_defaults(func=cmd_run)
-    ev = sub.add_parser("eval", help="evaluate a finished run's model again, per its config.yaml")
+    ev = sub.add_parser(
+        "eval", parents=[shared], help="evaluate a finished run's model again, per its config.yaml"
+    )
     ev.add_argument("run_dir")
     ev.add_argument("--device", type=check_device, help="e.g. cuda, cpu (overrides the config)")
     ev.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -235,11 +263,41 @@ def parser() -> argparse.ArgumentParser:
         "--out", help="write the new report to this (new) folder; default: replace the run's own"
     )
     ev.set_defaults(func=cmd_eval)
-    rep = sub.add_parser("report", help="re-render a run's report from its results.json")
+    rep = sub.add_parser(
+        "report", parents=[shared], help="re-render a run's report from its results.json"
+    )
     rep.add_argument("run_dir")
     rep.set_defaults(func=cmd_report)
-    ls = sub.add_parser("list", help="list registered encoders, fusions, attacks, regularizers")
+    ls = sub.add_parser(
+        "list", parents=[shared], help="list registered encoders, fusions, attacks, regularizers"
+    )
     ls.set_defaults(func=cmd_list)
+    st = sub.add_parser(
+        "study",
+        parents=[shared],
+        help="run a study: models x seeds x threat models x attacks, hypotheses, one report",
+        description="Run the study a YAML file declares (see the Studies page of the docs): "
+        "train every model for every seed, evaluate each under every attack and threat model "
+        "(each modality alone by default), judge the hypotheses on the seed means, and write "
+        "results.csv, results.json, report.md and manifest.json into the study folder.",
+    )
+    st.add_argument("file", help="study YAML (see examples/studies/)")
+    st.add_argument("--out", help="study folder (default: runs/<study name>)")
+    st.add_argument(
+        "--resume", action="store_true", help="continue the study in --out: redo only what is "
+        "unfinished"
+    )
+    st.add_argument(
+        "--force", action="store_true", help="with --resume: resume although the study changed "
+        "(the units whose settings changed are redone)"
+    )
+    st.add_argument("--seeds", type=int, nargs="+", help="these seeds instead of the study's")
+    st.add_argument(
+        "--quick", action="store_true", help="merge the study's quick: section over it (without "
+        "one: its first seed only)"
+    )
+    st.add_argument("--no-progress", action="store_true", help="no progress bar")
+    st.set_defaults(func=cmd_study)
     return p
 
 
@@ -247,15 +305,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``modfuse`` command; returns the exit code."""
     args = parser().parse_args(argv)
     from modfuse import distributed
+    from modfuse.config.imports import import_modules
 
     try:
+        import_modules(args.imports)
         code = int(args.func(args))
         distributed.shutdown()  # under torchrun: every rank leaves together
         return code
     except ValidationError as err:
         print(f"modfuse: invalid config:\n{validation_paragraph(err)}", file=sys.stderr)
         return 2
-    except (ValueError, KeyError, OSError) as err:  # OSError: a folder or file we cannot use
+    except (ValueError, KeyError, OSError, ImportError) as err:  # OSError: a file or folder
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"modfuse: error: {msg}", file=sys.stderr)
         return 2

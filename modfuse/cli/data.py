@@ -21,42 +21,12 @@ def say(msg: str) -> None:
 
 
 def build_data(cfg: ExperimentConfig) -> tuple[Any, Any]:
-    """(train, test) datasets for a config."""
-    from modfuse import ContextViews
-    from modfuse.data import CIFAR10Context
-    from modfuse.data.coco.dataset import coco_splits
+    """(train, test) datasets for a config
+    (:func:`modfuse.data.configured.datasets_from_config`)."""
+    from modfuse.data.configured import datasets_from_config
 
-    d = cfg.data
-    views = (
-        ContextViews(**cfg.model.views.model_dump()) if cfg.model.views else ContextViews(d.size)
-    )
-    root = Path(d.root)
-    if d.kind == "cifar10":
-        size = cfg.model.views.size if cfg.model.views else None
-        return CIFAR10Context(root, train=True, size=size), CIFAR10Context(
-            root, train=False, size=size
-        )
-    if d.kind == "synthetic":
-        from modfuse import distributed
-        from modfuse.data.synthetic import ensure_synthetic_world
-
-        world = (d.n_train, d.n_test, d.size, d.contexts, d.context_purity, cfg.seed)
-        # Rank 0 writes the world, or checks that the folder holds the one the config asks for
-        # (world.json); the others then check it. Another world there is an error, never reused.
-        if distributed.is_main():
-            if not root.exists() or not any(root.iterdir()):
-                say(f"writing the synthetic world to {root}")
-            ensure_synthetic_world(root, *world)
-        distributed.barrier()
-        if not distributed.is_main():
-            ensure_synthetic_world(root, *world)
-    return coco_splits(
-        root,
-        categories=d.categories,
-        views=views,
-        image_size=d.image_size,
-        hide_instances=d.hide_instances,
-    )
+    views = cfg.model.views.model_dump() if cfg.model.views else None
+    return datasets_from_config(cfg.data, views, cfg.seed, say)
 
 
 def cached_features(

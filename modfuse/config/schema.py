@@ -36,6 +36,7 @@ from modfuse.config.checks import (
     check_frozen_weights,
 )
 from modfuse.config.experiment import check_experiment
+from modfuse.config.imports import import_listed
 from modfuse.config.loading import load_yaml_text, save_config, to_yaml
 
 __all__ = [
@@ -264,6 +265,8 @@ class ExperimentConfig(StrictConfig):
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    #: Modules imported before anything is checked (they register the user's components).
+    imports: list[str] = Field(default_factory=list)
     name: str = Field("experiment", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     seed: int = Field(0, ge=0, lt=2**32)
     device: str | None = None
@@ -271,6 +274,11 @@ class ExperimentConfig(StrictConfig):
     model: ModelConfig
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _import_first(cls, data: Any) -> Any:
+        return import_listed(data)  # the user's components, registered before any check
 
     @field_validator("device")
     @classmethod

@@ -8,7 +8,7 @@ depends on this module, never the other way round).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -42,9 +42,13 @@ def _without_weight_files(spec: Any) -> Any:
 
 
 def write_model(
-    directory: PathLike, state: Mapping[str, torch.Tensor], spec: Mapping[str, Any]
+    directory: PathLike,
+    state: Mapping[str, torch.Tensor],
+    spec: Mapping[str, Any],
+    modules: Sequence[str] = (),
 ) -> None:
-    """Write ``model.safetensors`` (``state``) and ``config.json`` (``spec``) in ``directory``.
+    """Write ``model.safetensors`` (``state``) and ``config.json`` (``spec``, and the
+    ``modules`` that registered the user's components) in ``directory``.
 
     Args:
         directory: The model's folder (created if needed).
@@ -66,10 +70,10 @@ def write_model(
     directory.mkdir(parents=True, exist_ok=True)
     save_tensors(directory / "model.safetensors", state, {"format": MODEL_FORMAT})
     spec = {**spec, "encoders": {m: _without_weight_files(s) for m, s in spec["encoders"].items()}}
-    atomic_write_json(
-        directory / "config.json",
-        {"format": MODEL_FORMAT, "version": MODEL_VERSION, "model": spec},
-    )
+    config: dict[str, Any] = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "model": spec}
+    if modules:  # where the user's components came from, named when loading misses them
+        config["modules"] = sorted(modules)
+    atomic_write_json(directory / "config.json", config)
 
 
 def _meta_state(
@@ -146,10 +150,15 @@ def read_model(directory: PathLike, build: Callable[[dict[str, Any]], M]) -> M:
             _check_fits(expected, saved, dtypes, what)
         model = build(dict(spec))
     except KeyError as err:
-        raise KeyError(
-            f"cannot rebuild the model in {directory}: {err.args[0]}. If it names your own "
-            "component, import the module that registers it before loading."
-        ) from err
+        modules = config.get("modules") or []
+        where = (
+            f"Its components came from {modules}: import them before loading (`imports: "
+            f"{modules}` in a config, or `--import {modules[0]}` on the command line)."
+            if modules
+            else "If it names your own component, import the module that registers it "
+            "before loading."
+        )
+        raise KeyError(f"cannot rebuild the model in {directory}: {err.args[0]}. {where}") from err
     except TypeError as err:
         raise ValueError(f"cannot rebuild the model in {config_path}: {err}") from err
     _check_fits(model.state_dict(), saved, dtypes, what)

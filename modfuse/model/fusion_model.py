@@ -268,7 +268,21 @@ class FusionModel(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike) -> None:
         """Write ``model.safetensors`` and ``config.json`` to ``directory`` (atomically)."""
-        write_model(directory, self.state_dict(), self.spec)
+        write_model(directory, self.state_dict(), self.spec, self.component_modules())
+
+    def component_modules(self) -> list[str]:
+        """The modules outside modfuse that registered this model's encoders and fusion (what
+        a process must import to load it)."""
+        found = set()
+        named = [(ENCODERS, s) for s in self.spec["encoders"].values()]
+        for registry, spec in [*named, (FUSIONS, self.spec["fusion"])]:
+            try:
+                module = registry.resolve(spec).factory.__module__
+            except (KeyError, TypeError):
+                continue  # passed as a module: save refuses it anyway
+            if module.split(".")[0] != "modfuse":
+                found.add(module)
+        return sorted(found)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> FusionModel:

@@ -142,3 +142,17 @@ def test_float32_inputs_of_a_float64_model_come_back_moved_but_exact():
     assert out["bg"].dtype == torch.float64 and torch.equal(out["bg"], x["bg"].double())
     same = {k: v.double() for k, v in x.items()}
     assert PGD(8 / 255, steps=1, seed=0)(model, same, Y)["bg"] is same["bg"]
+
+
+def test_a_range_given_as_a_list_is_the_same_range_as_a_tuple():
+    # YAML gives [low, high]; the sanity probes key their noise on the range (a list is
+    # unhashable there).
+    from modfuse.attacks import FGSM
+
+    listed, tupled = (
+        FGSM(targets=("a",), ranges={"a": [-2, 2]}),
+        FGSM(targets=("a",), ranges={"a": (-2, 2)}),
+    )
+    x = torch.zeros(3, 4)
+    assert listed.range_of("a", x) == tupled.range_of("a", x) == (-2.0, 2.0)
+    hash(listed.range_of("a", x))
