@@ -5,6 +5,8 @@ known everywhere the built-in ones are."""
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +19,10 @@ def import_modules(modules: Sequence[str]) -> None:
     Raises:
         ImportError: a module cannot be imported; the message names it and the config key.
     """
+    if modules and os.getcwd() not in sys.path and "" not in sys.path:
+        # As `python -m` does: a module beside the config, in the folder the command runs
+        # from, imports as it would from a script there.
+        sys.path.append(os.getcwd())
     for module in modules:
         try:
             importlib.import_module(module)

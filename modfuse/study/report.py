@@ -67,6 +67,7 @@ def _plot_threats(out: Path, cfg: StudyConfig, means: Sequence[Mapping[str, Any]
         if not threats:
             continue
         fig, axes = plt.subplots(1, len(threats), figsize=(3.4 * len(threats), 3.0), squeeze=False)
+        colours = {m: f"C{i % 10}" for i, m in enumerate(cfg.models)}  # one per model, every panel
         for ax, t in zip(axes[0], threats):
             for m in cfg.models:
                 pts = sorted((r["strength"], r["accuracy"], r["accuracy_std"]) for r in means
@@ -75,15 +76,17 @@ def _plot_threats(out: Path, cfg: StudyConfig, means: Sequence[Mapping[str, Any]
                 if not pts:
                     continue
                 xs, ys, sd = zip(*pts)
-                ax.plot(xs, ys, marker="o", label=m)
+                ax.plot(xs, ys, marker="o", color=colours[m])
                 ax.fill_between(xs, [y - s for y, s in zip(ys, sd)],
-                                [y + s for y, s in zip(ys, sd)], alpha=0.2)
+                                [y + s for y, s in zip(ys, sd)], color=colours[m], alpha=0.2)
             ax.set_title(f"{a.name} on {t.name}", fontsize=9)
             ax.set_xlabel("strength")
             ax.set_ylim(0, 1)
         axes[0][0].set_ylabel("accuracy (band: ± std over seeds)")
-        axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
+        handles = [plt.Line2D([], [], color=c, marker="o", label=m) for m, c in colours.items()]
+        fig.legend(handles=handles, fontsize=7, loc="lower center", ncol=len(handles),
+                   frameon=False)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         name = f"accuracy_{a.name}.png"
         fig.savefig(out / name, dpi=110, metadata={"Software": None})
         plt.close(fig)

@@ -191,3 +191,14 @@ def test_a_new_folder_holding_other_files_is_refused(tmp_path):
     (tmp_path / "x" / "notes.txt").write_text("mine")
     assert run_study(tmp_path / "x") == 2
     assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
+
+
+def test_the_example_study_runs_quick(tmp_path):
+    example = ROOT / "examples" / "studies" / "three_modalities.yaml"
+    out = tmp_path / "example"
+    assert main(["study", str(example), "--out", str(out), "--quick", "--no-progress"]) == 0
+    found = results(out)
+    assert {r["seed"] for r in found["rows"]} == {0}  # --quick: its quick section's seeds
+    assert {r["model"] for r in found["rows"]} == {"fused", "a_only", "b_only", "fused_dropout"}
+    assert [h["verdict"] in ("holds", "does not hold") for h in found["hypotheses"]] == [True] * 3
+    assert (out / "accuracy_pgd.png").is_file() and (out / "training_curves.png").is_file()
