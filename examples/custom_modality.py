@@ -121,6 +121,14 @@ def make_data(n: int, seed: int, tokenizer: SimpleTokenizer | None = None):
     return data, tokenizer
 
 
+def study_data(n_train: int = 3000, n_test: int = 1000, seed: int = 0):
+    """``(train, test)`` for ``examples/studies/custom_modality.yaml``: the test set is drawn
+    with the next seed and the training set's tokenizer (16 tokens: the words never change)."""
+    train, tokenizer = make_data(n_train, seed)
+    test, _ = make_data(n_test, seed + 1, tokenizer)
+    return train, test
+
+
 def build_model(vocab_size: int) -> FusionModel:
     return FusionModel(
         {

@@ -42,7 +42,8 @@ def _accuracy_tables(cfg: StudyConfig, means: Sequence[Mapping[str, Any]]) -> li
                 continue
             strengths = sorted({float(r["strength"]) for r in hits})
             head = " | ".join(f"{s:g}" for s in strengths)
-            lines += ["", f"## {a.name} on {t.name} (moves {', '.join(t.targets)})", "",
+            on = f"; the first {a.items} test items" if a.items else ""
+            lines += ["", f"## {a.name} on {t.name} (moves {', '.join(t.targets)}{on})", "",
                       f"| model | {head} |", "|---|" + "---|" * len(strengths)]
             for m in cfg.models:
                 cells = []

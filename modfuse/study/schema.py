@@ -56,6 +56,8 @@ class StudyModel(StrictConfig):
     modalities: list[str] = Field(min_length=1)
     fusion: str | ComponentSpec = "concat"
     fusion_dim: PositiveInt | None = None
+    #: What the model does with a missing modality (see ``FusionModel(missing=...)``).
+    missing: Literal["error", "zeros", "learned"] = "error"
     train: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("fusion")
@@ -77,6 +79,8 @@ class AttackConfig(SweepConfig):
     """An attack swept over strengths; its targets come from each threat model."""
 
     threat_models: list[str] | None = None  # None: every threat model of the study
+    #: Evaluate on the first ``items`` test items only (a costly worst case); None: all.
+    items: PositiveInt | None = None
 
 
 class HypothesisConfig(StrictConfig):

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Subset
 
 from modfuse._registry import ATTACKS
 from modfuse.attacks.base import Attack
@@ -37,6 +38,7 @@ def build_model(cfg: StudyConfig, name: str, seed: int, num_classes: int) -> Fus
         "fusion": _spec(spec.fusion),
         "num_classes": num_classes,
         "fusion_dim": spec.fusion_dim,
+        "missing": spec.missing,
     }
     torch.manual_seed(seed)
     model = FusionModel(**args)
@@ -123,31 +125,38 @@ def sweeps_for(cfg: StudyConfig, input_keys: list[str], seed: int) -> list[tuple
 def evaluate_model(cfg: StudyConfig, name: str, seed: int, test: Any, trained: Path,
                    folder: Path) -> dict[str, Any]:
     """Sweep the trained model on ``test``; the rows (with ``seed``, ``threat`` and
-    ``attack_name``), flags, checks and baselines, also written to ``folder/rows.json``. A
-    sweep killed midway continues from its resume file."""
+    ``attack_name``), flags, checks (per set of items swept) and baselines, also written to
+    ``folder/rows.json``. Attacks with ``items`` are swept on the first ``items`` test items
+    (their rows say so in ``n``). A sweep killed midway continues from its resume file."""
     model = FusionModel.load(trained / "model")
     if cfg.device is not None:
         model.to(torch.device(cfg.device))
     planned = sweeps_for(cfg, model.input_keys(), seed)
-    result = robustness_sweep(
-        {name: model},
-        test,
-        [s for s, _, _ in planned],
-        batch_size=cfg.evaluation.batch_size,
-        progress=False,
-        resume_file=folder / "sweep.resume.json",
-    )
+    items = {a.name: a.items for a in cfg.evaluation.attacks}
+    groups: dict[int | None, list[tuple[Sweep, str, str]]] = {None: []}
+    for p in planned:  # attacks on a stated number of items are swept on those items alone
+        groups.setdefault(items[p[2]], []).append(p)
     where = {s.name: (t, a) for s, t, a in planned}
-    rows = []
-    for r in result:  # in the sweep's order: clean first
-        threat, attack = where.get(r["perturbation"], ("", "clean"))
-        rows.append({**r, "seed": seed, "threat": threat, "attack_name": attack})
-    found = {
-        "rows": rows,
-        "flags": result.flags or [],
-        "checks": result.checks or [],
-        "baselines": result.baselines or {},
-        "history": read_json(trained / "history.json"),
-    }
+    found: dict[str, Any] = {"rows": [], "flags": [], "checks": {}, "baselines": {}}
+    for n, group in groups.items():
+        data = test if n is None else Subset(test, range(min(n, len(test))))
+        label = "all items" if n is None else f"the first {len(data)} items"
+        result = robustness_sweep(
+            {name: model},
+            data,
+            [s for s, _, _ in group],
+            batch_size=cfg.evaluation.batch_size,
+            progress=False,
+            resume_file=folder / f"sweep-{n or 'all'}.resume.json",
+        )
+        for r in result:  # in the sweep's order: clean first (once: from all items)
+            threat, attack = where.get(r["perturbation"], ("", "clean"))
+            if attack != "clean" or n is None:
+                found["rows"].append({**r, "seed": seed, "threat": threat, "attack_name": attack})
+        found["flags"] += [{**f, "items": label} for f in result.flags or []]
+        found["checks"][label] = result.checks or []
+        if n is None:
+            found["baselines"] = result.baselines or {}
+    found["history"] = read_json(trained / "history.json")
     atomic_write_json(folder / "rows.json", found)
     return found

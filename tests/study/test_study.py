@@ -113,7 +113,8 @@ def test_rows_cover_every_model_seed_threat_attack_and_strength(reference):
             want |= {(t, "noise", s) for t in expected for s in (1.0, 3.0)}
             want |= {(t, "fgsm", 0.5) for t in expected}
             assert got == want, (name, seed)
-            assert all(r["n"] == 120 for r in mine)
+            # fgsm is swept on the first 60 items (items: 60), the rest on all 120
+            assert all(r["n"] == (60 if r["attack_name"] == "fgsm" else 120) for r in mine)
     csv = (reference / "results.csv").read_text().splitlines()
     assert len(csv) == 1 + len(rows) + len(results(reference)["means"])
 
@@ -152,7 +153,7 @@ def test_killed_at_three_points_and_resumed_gives_the_same_bytes(reference, tmp_
         # 1: inside the first training unit, after its first epoch's checkpoint
         lambda: (first / "latest.json").is_file(),
         # 2: inside an evaluation, once the sweep has saved its counts
-        lambda: any(units.rglob("sweep.resume.json")) or (
+        lambda: any(units.rglob("sweep-*.resume.json")) or (
             units / "bc" / "seed0" / "evaluate" / "done.json").is_file(),
         # 3: between units of the second seed
         lambda: (units / "a_only" / "seed1" / "train" / "done.json").is_file(),
@@ -202,3 +203,26 @@ def test_the_example_study_runs_quick(tmp_path):
     assert {r["model"] for r in found["rows"]} == {"fused", "a_only", "b_only", "fused_dropout"}
     assert [h["verdict"] in ("holds", "does not hold") for h in found["hypotheses"]] == [True] * 3
     assert (out / "accuracy_pgd.png").is_file() and (out / "training_curves.png").is_file()
+
+
+def test_the_image_audio_text_study_needs_no_runner_code(tmp_path, monkeypatch):
+    # examples/studies/custom_modality.yaml: the user's module gives the encoder, the fusion and
+    # the data; the study is config only. Smaller here than its own --quick, same settings.
+    import yaml
+
+    from modfuse.study import Study
+
+    monkeypatch.chdir(ROOT)  # `imports: [examples.custom_modality]` is read from the repository
+    data = yaml.safe_load((ROOT / "examples" / "studies" / "custom_modality.yaml").read_text())
+    data["seeds"], data["train"]["epochs"] = [0], 1
+    data["data"]["kwargs"] = {"n_train": 240, "n_test": 80}
+    found = Study(data).run(tmp_path / "custom", progress=False)
+    threats = {(r["model"], r["threat"], r["attack_name"]) for r in found["rows"]}
+    assert ("three_modalities", "image", "fgsm") in threats
+    assert ("audio_text", "image", "fgsm") not in threats  # it does not read the image
+    assert ("audio_text", "text", "substitution") in threats
+    assert {h["name"] for h in found["hypotheses"]} == {
+        "the_image_adds_something", "three_modalities_survive_a_lost_audio"}
+    config = json.loads(
+        (tmp_path / "custom/units/three_modalities/seed0/train/model/config.json").read_text())
+    assert config["modules"] == ["examples.custom_modality"]
