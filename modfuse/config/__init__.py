@@ -6,6 +6,36 @@
 - :mod:`~modfuse.config.experiment`: checks that the parts of a config agree.
 """
 
-from modfuse.config.schema import ExperimentConfig, ValidationError, load_config, load_yaml_text
+from modfuse.config.schema import (
+    ComponentSpec,
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ModelConfig,
+    SweepConfig,
+    TrainConfig,
+    ValidationError,
+    ViewsConfig,
+    check_device,
+    load_config,
+    load_yaml_text,
+    save_config,
+    to_yaml,
+)
 
-__all__ = ["ExperimentConfig", "ValidationError", "load_config", "load_yaml_text"]
+__all__ = [
+    "ComponentSpec",
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "SweepConfig",
+    "TrainConfig",
+    "ValidationError",
+    "ViewsConfig",
+    "check_device",
+    "load_config",
+    "load_yaml_text",
+    "save_config",
+    "to_yaml",
+]

@@ -113,6 +113,9 @@ def gives_clean(sweep: Sweep, model: SweptModel) -> bool:
 def plan_sweep(models: Mapping[str, SweptModel], sweeps: Sequence[Sweep]) -> SweepPlan:
     """Decide, once for every batch, what each sweep asks of each model.
 
+    Raises:
+        ValueError: a transfer sweep's source model does not take the attack's targets.
+
     Examples:
         >>> from modfuse.attacks import FGSM, GaussianBlur
         >>> models = {"joint": FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=2),
@@ -131,6 +134,12 @@ def plan_sweep(models: Mapping[str, SweptModel], sweeps: Sequence[Sweep]) -> Swe
     steps = []
     for sweep in sweeps:
         attack = sweep.attack
+        if sweep.source is not None and not takes_targets(models[sweep.source], attack):
+            raise ValueError(
+                f"sweep {sweep.name!r}: its source model {sweep.source!r} takes "
+                f"{models[sweep.source].input_keys()}, not the attack's targets "
+                f"{list(attack.targets)}: a transfer attack is computed on the source"
+            )
         shared_on = sweep.source
         if shared_on is None and not attack.depends_on_model:
             shared_on = next((n for n, m in models.items() if takes_targets(m, attack)), None)

@@ -1,7 +1,7 @@
 """SweepResult: the rows of a robustness sweep with its sanity flags and checks.
 
-Its own module so that reports can recognise a sweep's result without importing the sweep
-engine; :func:`sweep_rows` turns a sweep's counts into its rows.
+Below the engine (it imports no engine module); :func:`sweep_rows` turns a sweep's counts
+into its rows.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Sweep: one perturbation swept over strengths, the unit of work of a robustness sweep.
 
-Its own module, below the engine that runs it, so that configs, studies and reports can
-build and read sweeps without importing the engine.
+Its own module, below the engine that runs it: nothing here imports the engine, so the
+engine imports it and not the other way round (importing any module of the package still runs
+``modfuse.robustness``'s ``__init__``, which loads the engine too).
 """
 
 from __future__ import annotations

@@ -269,3 +269,19 @@ def test_a_nan_in_the_raw_image_is_named_as_the_data_holds_it():
     raw = StackedDataset({"image": image, "mask": mask}, labels)
     with pytest.raises(ValueError, match="input 'image' holds 1 NaN"):
         robustness_sweep({"m": model}, raw, [], progress=False)
+
+
+def test_a_transfer_source_without_the_attacks_targets_is_refused_before_any_batch():
+    from modfuse.attacks import FGSM
+    from modfuse.data import StackedDataset
+
+    models = {
+        "joint": FusionModel({"fg": "small_cnn", "bg": "small_cnn"}, num_classes=2),
+        "bg_only": FusionModel({"bg": "small_cnn"}, num_classes=2),
+    }
+    data = StackedDataset(
+        {"fg": torch.rand(4, 3, 16, 16), "bg": torch.rand(4, 3, 16, 16)}, torch.tensor([0, 1] * 2)
+    )
+    sweep = Sweep("fg_fgsm", FGSM(targets=("fg",)), [0.01], source="bg_only")
+    with pytest.raises(ValueError, match="source model 'bg_only' takes \\['bg'\\], not"):
+        robustness_sweep(models, data, [sweep], progress=False)
