@@ -95,15 +95,7 @@ def _run(
     progress = not args.no_progress
     trainer = Trainer(
         model,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        regularizers=[r.as_spec() for r in t.regularizers],
-        adversarial=t.adversarial.as_spec() if t.adversarial else None,
-        adversarial_mix=t.adversarial_mix,
-        modality_dropout=t.modality_dropout,
-        unimodal_weight=t.unimodal_weight,
+        **t.trainer_arguments(),
         seed=cfg.seed,
         run_dir=out,
         workers=cfg.data.workers,

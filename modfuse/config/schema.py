@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,16 +28,21 @@ from pydantic import (
     model_validator,
 )
 
-from modfuse._registry import ATTACKS, ENCODERS, FUSIONS, REGULARIZERS, Registry
+from modfuse._registry import ATTACKS, FUSIONS, REGULARIZERS
 from modfuse.config.checks import (
     StrictConfig,
-    check_component,
     check_device,
-    check_frozen_weights,
 )
 from modfuse.config.experiment import check_experiment
 from modfuse.config.imports import import_listed
 from modfuse.config.loading import load_yaml_text, save_config, to_yaml
+from modfuse.config.specs import (
+    ComponentSpec,
+    check_encoder_specs,
+    encoder_value,
+    known,
+    spec_value,
+)
 
 __all__ = [
     "ComponentSpec",
@@ -55,45 +60,6 @@ __all__ = [
     "save_config",
     "to_yaml",
 ]
-
-
-class ComponentSpec(BaseModel):
-    """A registered component: its ``name`` and any keyword arguments."""
-
-    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
-    name: str
-
-    def as_spec(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=False)
-
-
-SpecT = TypeVar("SpecT", bound="str | ComponentSpec")
-
-
-def _known(
-    registry: Registry[Any],
-    spec: SpecT,
-    injected: tuple[str, ...] = (),
-    build: bool = False,
-) -> SpecT:
-    """Check ``spec`` against ``registry`` (:func:`modfuse.config.checks.check_component`);
-    with ``build`` (light attacks, regularizers) its constructor's checks run now, not after
-    training."""
-    check_component(registry, _as_spec(spec), injected=injected, build=build)
-    return spec
-
-
-def _as_spec(spec: str | ComponentSpec) -> Any:
-    return spec if isinstance(spec, str) else spec.as_spec()
-
-
-def _encoder_spec(spec: str | ComponentSpec) -> str | ComponentSpec:
-    """The encoder's own spec: ``random_ok`` is the config's, not an encoder argument."""
-    if isinstance(spec, str) or "random_ok" not in (spec.model_extra or {}):
-        return spec
-    return ComponentSpec.model_validate(
-        {k: v for k, v in spec.as_spec().items() if k != "random_ok"}
-    )
 
 
 class ViewsConfig(StrictConfig):
@@ -121,19 +87,13 @@ class ModelConfig(StrictConfig):
 
     @field_validator("encoders")
     @classmethod
-    def _encoders_known(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
-        for modality, spec in v.items():
-            try:
-                _known(ENCODERS, _encoder_spec(spec))
-            except ValueError as err:
-                raise ValueError(f"encoders.{modality}: {err}") from None
-            check_frozen_weights(f"encoders.{modality}", _as_spec(spec))
-        return v
+    def _encodersknown(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
+        return check_encoder_specs(v)
 
     @field_validator("fusion")
     @classmethod
-    def _fusion_known(cls, v: str | ComponentSpec) -> str | ComponentSpec:
-        return _known(FUSIONS, v, injected=("in_dims", "out_dim"))
+    def _fusionknown(cls, v: str | ComponentSpec) -> str | ComponentSpec:
+        return known(FUSIONS, v, injected=("in_dims", "out_dim"))
 
     def build(self) -> Any:
         """The :class:`modfuse.FusionModel` this config describes."""
@@ -141,8 +101,8 @@ class ModelConfig(StrictConfig):
 
         return FusionModel.from_spec(
             {
-                "encoders": {m: _as_spec(_encoder_spec(s)) for m, s in self.encoders.items()},
-                "fusion": _as_spec(self.fusion),
+                "encoders": {m: encoder_value(s) for m, s in self.encoders.items()},
+                "fusion": spec_value(self.fusion),
                 "num_classes": self.num_classes,
                 "fusion_dim": self.fusion_dim,
                 "missing": self.missing,
@@ -169,20 +129,35 @@ class TrainConfig(StrictConfig):
     #: Weight of the unimodal heads' loss; None: 1.0 with ``model.unimodal_heads``, else 0.
     unimodal_weight: NonNegativeFloat | None = None
 
+    def trainer_arguments(self) -> dict[str, Any]:
+        """These settings as :class:`modfuse.training.Trainer`'s keyword arguments (the
+        caller adds the seed, the run folder and where it runs)."""
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            "regularizers": [r.as_spec() for r in self.regularizers],
+            "adversarial": self.adversarial.as_spec() if self.adversarial else None,
+            "adversarial_mix": self.adversarial_mix,
+            "modality_dropout": self.modality_dropout,
+            "unimodal_weight": self.unimodal_weight,
+        }
+
     @field_validator("regularizers")
     @classmethod
-    def _regularizers_known(cls, v: list[ComponentSpec]) -> list[ComponentSpec]:
+    def _regularizersknown(cls, v: list[ComponentSpec]) -> list[ComponentSpec]:
         for i, spec in enumerate(v):
             try:
-                _known(REGULARIZERS, spec, build=True)
+                known(REGULARIZERS, spec, build=True)
             except ValueError as err:
                 raise ValueError(f"regularizers.{i}: {err}") from None
         return v
 
     @field_validator("adversarial")
     @classmethod
-    def _attack_known(cls, v: ComponentSpec | None) -> ComponentSpec | None:
-        return v if v is None else _known(ATTACKS, v, build=True)
+    def _attackknown(cls, v: ComponentSpec | None) -> ComponentSpec | None:
+        return v if v is None else known(ATTACKS, v, build=True)
 
 
 class DataConfig(StrictConfig):
@@ -225,8 +200,8 @@ class SweepConfig(StrictConfig):
 
     @field_validator("attack")
     @classmethod
-    def _attack_known(cls, v: ComponentSpec) -> ComponentSpec:
-        return _known(ATTACKS, v, build=True)
+    def _attackknown(cls, v: ComponentSpec) -> ComponentSpec:
+        return known(ATTACKS, v, build=True)
 
     @model_validator(mode="after")
     def _strengths_fit(self) -> SweepConfig:
@@ -282,7 +257,7 @@ class ExperimentConfig(StrictConfig):
 
     @field_validator("device")
     @classmethod
-    def _device_known(cls, v: str | None) -> str | None:
+    def _deviceknown(cls, v: str | None) -> str | None:
         return v if v is None else check_device(v)
 
     @model_validator(mode="after")

@@ -23,10 +23,11 @@ from typing import Any, Literal
 
 from pydantic import Field, NonNegativeFloat, PositiveInt, field_validator, model_validator
 
-from modfuse._registry import ENCODERS, FUSIONS
-from modfuse.config.checks import StrictConfig, check_component
+from modfuse._registry import FUSIONS
+from modfuse.config.checks import StrictConfig, check_component, check_device
 from modfuse.config.imports import import_listed
-from modfuse.config.schema import ComponentSpec, DataConfig, SweepConfig, TrainConfig
+from modfuse.config.schema import DataConfig, SweepConfig, TrainConfig
+from modfuse.config.specs import ComponentSpec, check_encoder_specs, spec_value
 
 __all__ = [
     "AttackConfig",
@@ -63,7 +64,7 @@ class StudyModel(StrictConfig):
     @field_validator("fusion")
     @classmethod
     def _fusion_known(cls, v: str | ComponentSpec) -> str | ComponentSpec:
-        check_component(FUSIONS, v if isinstance(v, str) else v.as_spec(), ("in_dims", "out_dim"))
+        check_component(FUSIONS, spec_value(v), ("in_dims", "out_dim"))
         return v
 
 
@@ -132,12 +133,12 @@ class StudyConfig(StrictConfig):
     @field_validator("encoders")
     @classmethod
     def _encoders_known(cls, v: dict[str, str | ComponentSpec]) -> dict[str, str | ComponentSpec]:
-        for modality, spec in v.items():
-            try:
-                check_component(ENCODERS, spec if isinstance(spec, str) else spec.as_spec())
-            except ValueError as err:
-                raise ValueError(f"encoders.{modality}: {err}") from None
-        return v
+        return check_encoder_specs(v)  # as a run config's: registered, frozen ones with weights
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, v: str | None) -> str | None:
+        return v if v is None else check_device(v)
 
     @model_validator(mode="after")
     def _parts_agree(self) -> StudyConfig:

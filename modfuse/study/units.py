@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from modfuse.config.specs import encoder_value
 from modfuse.io.tensor_files import atomic_write_json, read_json
 from modfuse.study.schema import StudyConfig
 
@@ -72,7 +73,7 @@ def study_units(cfg: StudyConfig) -> list[Unit]:
                 "data": cfg.data.model_dump(mode="json"),
                 "data_seed": seed if "data" in cfg.vary else cfg.seeds[0],
                 "encoders_seed": seed if "encoders" in cfg.vary else cfg.seeds[0],
-                "encoders": {m: _spec(cfg.encoders[m]) for m in spec.modalities},
+                "encoders": {m: encoder_value(cfg.encoders[m]) for m in spec.modalities},
                 "model": spec.model_dump(mode="json"),
                 "train": cfg.train.model_dump(mode="json"),
                 "num_classes": cfg.num_classes,
@@ -87,7 +88,3 @@ def study_units(cfg: StudyConfig) -> list[Unit]:
             units.append(Unit("train", name, seed, train_key))
             units.append(Unit("evaluate", name, seed, digest(evaluated)))
     return units
-
-
-def _spec(spec: Any) -> Any:
-    return spec if isinstance(spec, str) else spec.as_spec()

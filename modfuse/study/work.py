@@ -13,6 +13,7 @@ from torch.utils.data import Subset
 from modfuse._registry import ATTACKS
 from modfuse.attacks.base import Attack
 from modfuse.config.schema import TrainConfig
+from modfuse.config.specs import encoder_value, spec_value
 from modfuse.data.cache import FeatureCache
 from modfuse.data.split import holdout
 from modfuse.encoders.base import is_frozen
@@ -25,17 +26,13 @@ from modfuse.training.trainer import Trainer
 __all__ = ["build_model", "evaluate_model", "sweeps_for", "train_model"]
 
 
-def _spec(spec: Any) -> Any:
-    return spec if isinstance(spec, str) else spec.as_spec()
-
-
 def build_model(cfg: StudyConfig, name: str, seed: int, num_classes: int) -> FusionModel:
     """Model ``name`` for ``seed``: its head from ``seed``; its encoders from ``seed`` too
     when the study varies them ("encoders" in ``vary``), else from the first seed."""
     spec = cfg.models[name]
     args = {
-        "encoders": {m: _spec(cfg.encoders[m]) for m in spec.modalities},
-        "fusion": _spec(spec.fusion),
+        "encoders": {m: encoder_value(cfg.encoders[m]) for m in spec.modalities},
+        "fusion": spec_value(spec.fusion),
         "num_classes": num_classes,
         "fusion_dim": spec.fusion_dim,
         "missing": spec.missing,
@@ -66,15 +63,7 @@ def train_model(
     model = build_model(cfg, name, seed, num_classes)
     trainer = Trainer(
         model,
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        regularizers=[r.as_spec() for r in t.regularizers],
-        adversarial=t.adversarial.as_spec() if t.adversarial else None,
-        adversarial_mix=t.adversarial_mix,
-        modality_dropout=t.modality_dropout,
-        unimodal_weight=t.unimodal_weight,
+        **t.trainer_arguments(),
         seed=seed,
         run_dir=folder / "run",
         progress=False,
